@@ -1,0 +1,71 @@
+//! Where contexts live between calls and across restarts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use crate::{ApiContext, CredentialId};
+
+/// A failure of the storage behind a [`ContextStore`]; the source says what.
+#[derive(Debug, thiserror::Error)]
+#[error("context store: {0}")]
+pub struct ContextStoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Persistence of one [`ApiContext`] per credential.
+///
+/// bunq allows one `session-server` call per 30 s per IP, so a session is worth keeping:
+/// whatever implements this must make a saved context survive a restart (bunq-store keeps
+/// it encrypted in SQLite; [`MemoryContextStore`] is for tests and one-shot tools).
+pub trait ContextStore: Send + Sync + 'static {
+    /// The context saved for `credential`, if any.
+    fn load(
+        &self,
+        credential: &CredentialId,
+    ) -> impl Future<Output = Result<Option<ApiContext>, ContextStoreError>> + Send;
+
+    /// Saves (inserts or replaces) the context for `credential`.
+    fn save(
+        &self,
+        credential: &CredentialId,
+        context: &ApiContext,
+    ) -> impl Future<Output = Result<(), ContextStoreError>> + Send;
+}
+
+/// A [`ContextStore`] in memory: nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryContextStore {
+    contexts: Mutex<HashMap<CredentialId, ApiContext>>,
+}
+
+impl MemoryContextStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ContextStore for MemoryContextStore {
+    async fn load(
+        &self,
+        credential: &CredentialId,
+    ) -> Result<Option<ApiContext>, ContextStoreError> {
+        let contexts = self
+            .contexts
+            .lock()
+            .map_err(|_| ContextStoreError("memory store lock poisoned".into()))?;
+        Ok(contexts.get(credential).cloned())
+    }
+
+    async fn save(
+        &self,
+        credential: &CredentialId,
+        context: &ApiContext,
+    ) -> Result<(), ContextStoreError> {
+        let mut contexts = self
+            .contexts
+            .lock()
+            .map_err(|_| ContextStoreError("memory store lock poisoned".into()))?;
+        contexts.insert(credential.clone(), context.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! Sign and verify rates, to compare with `openssl speed -seconds 3 rsa2048` on the same
+//! machine (`cargo xtask bench` runs both and reports the ratio).
+#![allow(missing_docs)]
+
+use bunq_signing::PrivateKey;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn signing(c: &mut Criterion) {
+    let key = PrivateKey::generate().expect("key generation");
+    let public = key.public_key();
+    let body = br#"{"amount":{"value":"12.50","currency":"EUR"},"description":"bench"}"#;
+    let signature = key.sign_body(body);
+
+    let mut group = c.benchmark_group("rsa2048");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sign", |b| {
+        b.iter(|| key.sign_body(std::hint::black_box(body)))
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| public.verify_body(std::hint::black_box(body), signature.as_str()))
+    });
+    group.bench_function("sign_empty_body_cached", |b| {
+        b.iter(|| key.sign_body(std::hint::black_box(b"")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signing);
+criterion_main!(benches);

@@ -1,0 +1,351 @@
+//! Private keys: generation, PKCS#8 import/export, key files, body signing.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::rand::SystemRandom;
+use ring::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
+use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
+use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding, SecretDocument};
+use secrecy::{ExposeSecret as _, SecretBox, SecretString};
+
+/// The only key size bunq uses; ring refuses anything smaller for signing.
+const KEY_BITS: usize = 2048;
+
+/// Why a key could not be made, read or written. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The text is not PEM, or its base64 or DER inside is broken.
+    #[error("malformed PEM: {0}")]
+    MalformedPem(String),
+    /// The PEM holds something other than what was asked for.
+    #[error("expected a PEM of type {expected}, found {found:?}")]
+    WrongPemLabel {
+        /// The label(s) accepted here.
+        expected: &'static str,
+        /// The label found.
+        found: String,
+    },
+    /// The key is an RSA key under 2048 bits.
+    #[error("RSA key of {bits} bits refused: bunq needs at least 2048")]
+    TooSmall {
+        /// The key's modulus size.
+        bits: usize,
+    },
+    /// The DER parsed but is not a usable RSA key.
+    #[error("key rejected: {0}")]
+    Rejected(String),
+    /// Key generation failed (the system's random source).
+    #[error("RSA key generation failed: {0}")]
+    Generation(String),
+}
+
+/// Why a key file could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// Reading or writing the file failed.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file may be read by users other than its owner, so the key may have leaked
+    /// and must not be trusted silently.
+    #[error(
+        "key file {path} has mode {mode:o}: readable by group or others; run `chmod 600` on it (and consider the key leaked)"
+    )]
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file's contents are not a valid key.
+    #[error("key file {path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with the key.
+        source: KeyError,
+    },
+}
+
+/// A base64 `X-Bunq-Client-Signature` value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Signature(String);
+
+impl Signature {
+    /// The base64 text, as sent in the header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", self.0)
+    }
+}
+
+struct Inner {
+    pair: RsaKeyPair,
+    pkcs8_der: SecretBox<[u8]>,
+    public_key_pem: String,
+    /// PKCS#1 v1.5 is deterministic: every empty-body request (every GET) carries the
+    /// same signature, so it costs one RSA operation per key, not one per request.
+    empty_body_signature: OnceLock<Signature>,
+}
+
+/// An RSA-2048 private key for signing bunq requests (the installation key).
+///
+/// Cheap to clone (the key is shared). Its `Debug` output never shows the key.
+#[derive(Clone)]
+pub struct PrivateKey(Arc<Inner>);
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("bits", &(self.0.pair.public().modulus_len() * 8))
+            .field("pkcs8", &"[redacted]")
+            .finish()
+    }
+}
+
+impl PrivateKey {
+    /// Generates a fresh RSA-2048 key from the operating system's random source.
+    ///
+    /// ring cannot generate RSA keys, so the pure-Rust `rsa` crate generates it and
+    /// hands it to ring as PKCS#8; all signing is ring's.
+    pub fn generate() -> Result<Self, KeyError> {
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, KEY_BITS)
+            .map_err(|e| KeyError::Generation(e.to_string()))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Generation(e.to_string()))?;
+        Self::from_pkcs8_der(der.as_bytes())
+    }
+
+    /// Reads a PKCS#8 DER private key.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| match e.to_string().as_str() {
+            "TooSmall" => KeyError::TooSmall {
+                bits: modulus_bits_of_pkcs8(der).unwrap_or(0),
+            },
+            other => KeyError::Rejected(other.to_owned()),
+        })?;
+        let public_key_pem = spki_pem_from_pkcs1(pair.public_key().as_ref())?;
+        Ok(Self(Arc::new(Inner {
+            pair,
+            pkcs8_der: SecretBox::new(der.into()),
+            public_key_pem,
+            empty_body_signature: OnceLock::new(),
+        })))
+    }
+
+    /// Reads a private key PEM: PKCS#8 (`BEGIN PRIVATE KEY`, what we write and what
+    /// `openssl genpkey` writes) or PKCS#1 (`BEGIN RSA PRIVATE KEY`, older tools).
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let (label, doc) =
+            SecretDocument::from_pem(pem).map_err(|e| KeyError::MalformedPem(e.to_string()))?;
+        match label {
+            "PRIVATE KEY" => Self::from_pkcs8_der(doc.as_bytes()),
+            "RSA PRIVATE KEY" => {
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(doc.as_bytes())
+                    .map_err(|e| KeyError::Rejected(e.to_string()))?;
+                let der = key
+                    .to_pkcs8_der()
+                    .map_err(|e| KeyError::Rejected(e.to_string()))?;
+                Self::from_pkcs8_der(der.as_bytes())
+            }
+            other => Err(KeyError::WrongPemLabel {
+                expected: "PRIVATE KEY or RSA PRIVATE KEY",
+                found: other.to_owned(),
+            }),
+        }
+    }
+
+    /// The private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub fn to_pkcs8_pem(&self) -> SecretString {
+        let der = self.0.pkcs8_der.expose_secret();
+        let mut pem = String::with_capacity(der.len() * 4 / 3 + 80);
+        pem.push_str("-----BEGIN PRIVATE KEY-----\n");
+        let b64 = zeroize::Zeroizing::new(BASE64.encode(der));
+        for line in b64.as_bytes().chunks(64) {
+            // base64 output is ASCII, so every chunk is valid UTF-8.
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        SecretString::from(pem)
+    }
+
+    /// The private key as PKCS#8 DER.
+    pub fn pkcs8_der(&self) -> &SecretBox<[u8]> {
+        &self.0.pkcs8_der
+    }
+
+    /// The public key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), the
+    /// form `POST /installation` takes as `client_public_key`.
+    pub fn public_key_pem(&self) -> &str {
+        &self.0.public_key_pem
+    }
+
+    /// The matching public key, e.g. to verify our own signatures in tests.
+    pub fn public_key(&self) -> crate::PublicKey {
+        crate::PublicKey::from_pkcs1_der(self.0.pair.public_key().as_ref().to_vec())
+    }
+
+    /// Signs a request body: RSA PKCS#1 v1.5 with SHA-256, base64-encoded for
+    /// `X-Bunq-Client-Signature`. The empty body's signature is cached.
+    pub fn sign_body(&self, body: &[u8]) -> Signature {
+        if body.is_empty() {
+            return self
+                .0
+                .empty_body_signature
+                .get_or_init(|| self.sign_uncached(body))
+                .clone();
+        }
+        self.sign_uncached(body)
+    }
+
+    fn sign_uncached(&self, body: &[u8]) -> Signature {
+        let mut sig = vec![0; self.0.pair.public().modulus_len()];
+        // ring fails here only on a wrong-sized output buffer, which we size from the
+        // key itself, or a broken system RNG (used for blinding), which is fatal anyway.
+        #[allow(clippy::expect_used)]
+        self.0
+            .pair
+            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), body, &mut sig)
+            .expect("RSA signing with a correctly sized buffer");
+        Signature(BASE64.encode(sig))
+    }
+
+    /// Writes the key as PKCS#8 PEM to `path` with mode 0600, atomically: a temporary
+    /// file in the same directory is written, synced and renamed over `path`, so a crash
+    /// leaves either the old file or the new one, never half a key.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), KeyFileError> {
+        let path = path.as_ref();
+        let io = |source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path.file_name().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a file path",
+            ))
+        })?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let result = (|| {
+            let mut file = options.open(&tmp)?;
+            file.write_all(self.to_pkcs8_pem().expose_secret().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            // Make the rename itself durable.
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+
+    /// Loads a key file written by [`PrivateKey::save`] (or any PKCS#8/PKCS#1 PEM).
+    ///
+    /// Refuses a file that group or others may read: a private key that others could
+    /// have copied is not one to keep using without a word.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyFileError> {
+        let path = path.as_ref();
+        let io = |source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyFileError::TooOpen {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+        }
+        let mut pem = zeroize::Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut &file, &mut pem).map_err(io)?;
+        Self::from_pem(&pem).map_err(|source| KeyFileError::Key {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+fn spki_pem_from_pkcs1(pkcs1_der: &[u8]) -> Result<String, KeyError> {
+    let rejected = |e: &dyn fmt::Display| KeyError::Rejected(e.to_string());
+    let key = rsa::RsaPublicKey::from_pkcs1_der(pkcs1_der).map_err(|e| rejected(&e))?;
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| rejected(&e))
+}
+
+/// Best effort, only to name the size in the "too small" error.
+fn modulus_bits_of_pkcs8(der: &[u8]) -> Option<usize> {
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    rsa::RsaPrivateKey::from_pkcs8_der(der)
+        .ok()
+        .map(|k| k.n().bits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_key() {
+        let key = PrivateKey::generate().unwrap();
+        let debug = format!("{key:?}");
+        assert!(debug.contains("redacted"), "{debug}");
+        let pem = key.to_pkcs8_pem();
+        let body = pem.expose_secret().lines().nth(1).unwrap().to_owned();
+        assert!(!debug.contains(&body));
+    }
+
+    #[test]
+    fn generated_key_is_2048_bits_and_round_trips_through_pem() {
+        let key = PrivateKey::generate().unwrap();
+        assert_eq!(key.0.pair.public().modulus_len(), 256);
+        let again = PrivateKey::from_pem(key.to_pkcs8_pem().expose_secret()).unwrap();
+        assert_eq!(key.public_key_pem(), again.public_key_pem());
+        assert_eq!(key.sign_body(b"x"), again.sign_body(b"x"));
+    }
+}

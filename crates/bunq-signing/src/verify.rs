@@ -1,0 +1,219 @@
+//! Public keys and signature verification (bunq's server key, or a client's key on the
+//! server side).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use rsa::pkcs1::EncodeRsaPublicKey as _;
+use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _, LineEnding};
+use rsa::traits::PublicKeyParts as _;
+
+use crate::KeyError;
+use crate::SERVER_SIGNATURE_HEADER;
+
+/// Why a signature was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerificationError {
+    /// The signature header was absent or empty.
+    #[error("signature missing")]
+    Missing,
+    /// The signature is not valid base64.
+    #[error("signature is not valid base64")]
+    Base64,
+    /// The signature does not match the signed bytes under this key.
+    #[error("signature does not match")]
+    Mismatch,
+}
+
+/// An RSA public key that verifies bunq signatures: the `server_public_key` bunq
+/// returns at installation, or (for a server such as the fake) a client's
+/// `client_public_key`.
+#[derive(Clone)]
+pub struct PublicKey {
+    /// PKCS#1 `RSAPublicKey` DER, the form ring verifies with.
+    pkcs1_der: Vec<u8>,
+}
+
+/// bunq's server key, as returned by `POST /installation`.
+pub type ServerPublicKey = PublicKey;
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("pkcs1_der_len", &self.pkcs1_der.len())
+            .finish()
+    }
+}
+
+impl PublicKey {
+    /// Reads a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`). Refuses RSA keys
+    /// under 2048 bits.
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let pem = pem.trim();
+        if !pem.starts_with("-----BEGIN PUBLIC KEY-----") {
+            let found = pem
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("-----BEGIN "))
+                .and_then(|l| l.strip_suffix("-----"))
+                .unwrap_or("no PEM header");
+            return Err(KeyError::WrongPemLabel {
+                expected: "PUBLIC KEY",
+                found: found.to_owned(),
+            });
+        }
+        let key = rsa::RsaPublicKey::from_public_key_pem(pem)
+            .map_err(|e| KeyError::MalformedPem(e.to_string()))?;
+        let bits = key.n().bits();
+        if bits < 2048 {
+            return Err(KeyError::TooSmall { bits });
+        }
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|e| KeyError::Rejected(e.to_string()))?;
+        Ok(Self::from_pkcs1_der(der.as_bytes().to_vec()))
+    }
+
+    pub(crate) fn from_pkcs1_der(pkcs1_der: Vec<u8>) -> Self {
+        Self { pkcs1_der }
+    }
+
+    /// The key as SubjectPublicKeyInfo PEM.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        use rsa::pkcs1::DecodeRsaPublicKey as _;
+        rsa::RsaPublicKey::from_pkcs1_der(&self.pkcs1_der)
+            .map_err(|e| KeyError::Rejected(e.to_string()))?
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Rejected(e.to_string()))
+    }
+
+    /// Verifies a base64 signature over `body` (how requests are signed, and how bunq
+    /// signs responses today).
+    pub fn verify_body(&self, body: &[u8], signature_b64: &str) -> Result<(), VerificationError> {
+        let signature = decode_signature(signature_b64)?;
+        self.verify_raw(body, &signature)
+    }
+
+    /// Verifies a response's `X-Bunq-Server-Signature`.
+    ///
+    /// Accepts a signature over the body alone (current bunq) or over the legacy form:
+    /// `"{status}\n"`, then each `X-Bunq-*` header except the signature itself as
+    /// `"Name: value\n"` sorted by name, then `"\n"`, then the body. Header names are
+    /// compared case-insensitively and written in bunq's canonical capitalisation
+    /// (`X-Bunq-Client-Response-Id`), since HTTP/2 and many clients lowercase them.
+    pub fn verify_response<'h>(
+        &self,
+        status: u16,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+        body: &[u8],
+        signature_b64: &str,
+    ) -> Result<(), VerificationError> {
+        let signature = decode_signature(signature_b64)?;
+        if self.verify_raw(body, &signature).is_ok() {
+            return Ok(());
+        }
+        let signed = legacy_response_bytes(status, headers, body);
+        self.verify_raw(&signed, &signature)
+    }
+
+    fn verify_raw(&self, message: &[u8], signature: &[u8]) -> Result<(), VerificationError> {
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &self.pkcs1_der)
+            .verify(message, signature)
+            .map_err(|_| VerificationError::Mismatch)
+    }
+}
+
+fn decode_signature(signature_b64: &str) -> Result<Vec<u8>, VerificationError> {
+    let trimmed = signature_b64.trim();
+    if trimmed.is_empty() {
+        return Err(VerificationError::Missing);
+    }
+    BASE64
+        .decode(trimmed)
+        .map_err(|_| VerificationError::Base64)
+}
+
+/// The bytes of bunq's legacy response-signing form.
+fn legacy_response_bytes<'h>(
+    status: u16,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut signed_headers: Vec<(String, &str)> = headers
+        .into_iter()
+        .filter(|(name, _)| {
+            name.len() > 7
+                && name[..7].eq_ignore_ascii_case("x-bunq-")
+                && !name.eq_ignore_ascii_case(SERVER_SIGNATURE_HEADER)
+        })
+        .map(|(name, value)| (canonical_header_name(name), value))
+        .collect();
+    signed_headers.sort();
+    let mut out = format!("{status}\n").into_bytes();
+    for (name, value) in signed_headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out
+}
+
+/// `x-bunq-client-response-id` → `X-Bunq-Client-Response-Id`.
+fn canonical_header_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => {
+                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+                }
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonicalises_header_names() {
+        assert_eq!(
+            canonical_header_name("x-bunq-client-response-id"),
+            "X-Bunq-Client-Response-Id"
+        );
+    }
+
+    #[test]
+    fn legacy_form_sorts_and_skips_the_signature_header() {
+        let bytes = legacy_response_bytes(
+            200,
+            [
+                ("x-bunq-server-signature", "sig"),
+                ("X-Bunq-Client-Response-Id", "b"),
+                ("content-type", "application/json"),
+                ("x-bunq-client-request-id", "a"),
+            ],
+            b"{}",
+        );
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "200\nX-Bunq-Client-Request-Id: a\nX-Bunq-Client-Response-Id: b\n\n{}"
+        );
+    }
+
+    #[test]
+    fn empty_and_non_base64_signatures_are_typed_errors() {
+        let key = crate::PrivateKey::generate().unwrap().public_key();
+        assert_eq!(key.verify_body(b"", " "), Err(VerificationError::Missing));
+        assert_eq!(key.verify_body(b"", "!!!"), Err(VerificationError::Base64));
+    }
+}
