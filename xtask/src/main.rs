@@ -1,15 +1,50 @@
-//! Developer chores, run as `cargo xtask <command>`: `sandbox-setup`, `demo`, `bench`.
+//! Developer chores, run as `cargo xtask <command>` (rust-analyzer's xtask pattern: no
+//! shell scripts, nothing to install but cargo).
+//!
+//! - `sandbox-setup`: onboard against bunq's sandbox (or a bunq-fake) and write a gateway config.
+//! - `demo`: the whole flow against a local fake bunq, start to finish.
+//! - `bench`: the performance comparisons of `docs/PERFORMANCE.md`.
 
-fn main() {
-    let command = std::env::args().nth(1).unwrap_or_default();
-    match command.as_str() {
-        "demo" | "sandbox-setup" | "bench" => {
-            eprintln!("cargo xtask {command}: not yet available");
-            std::process::exit(2);
-        }
-        _ => {
-            eprintln!("usage: cargo xtask <demo|sandbox-setup|bench>");
-            std::process::exit(2);
+mod bench;
+mod demo;
+mod progress;
+mod sandbox;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer chores for the bunq gateway workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Onboard against bunq's sandbox: user, API key, context, money, OAuth client, gateway config.
+    SandboxSetup(sandbox::SandboxArgs),
+    /// Run the whole flow against a local fake bunq and shut down cleanly.
+    Demo(demo::DemoArgs),
+    /// Measure signing, the gateway against nginx, sessions, the store and the footprint.
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::SandboxSetup(args) => sandbox::run(&args).await.map(|_| ()),
+        Task::Demo(args) => demo::run(&args).await,
+        Task::Bench(args) => bench::run(&args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -1,8 +1,113 @@
-//! bunq-gateway: connects end users' bunq accounts over OAuth and calls bunq for them.
-//!
-//! (Skeleton: the binary arrives with issue 7.)
+//! The `bunq-gateway` binary: `bunq-gateway [serve] --config PATH` or
+//! `bunq-gateway check-config --config PATH`.
 
-fn main() {
-    eprintln!("bunq-gateway: not yet available");
-    std::process::exit(2);
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bunq_gateway::{Config, GatewayError};
+use clap::{Parser, Subcommand};
+
+/// Connects end users' bunq accounts over OAuth and calls bunq for them.
+///
+/// Every config key may also come from the environment as BUNQ_GATEWAY_<SECTION>_<KEY>
+/// (top-level keys: BUNQ_GATEWAY_<KEY>), e.g. BUNQ_GATEWAY_OAUTH_CLIENT_SECRET.
+/// Logs go to stderr, filtered by RUST_LOG (default: info).
+#[derive(Parser)]
+#[command(name = "bunq-gateway", version)]
+struct Cli {
+    /// The TOML config file (without it, the config comes from the environment alone).
+    #[arg(long, global = true, value_name = "PATH", env = bunq_gateway::config::CONFIG_PATH_ENV)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway (the default).
+    Serve,
+    /// Validate the config and the master key, then exit (0 when valid).
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fail(&GatewayError::Config(e)),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => match bunq_gateway::check_config(&config) {
+            Ok(()) => {
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Serve => {
+            if let Err(e) = bunq_gateway::check_config(&config) {
+                return fail(&e);
+            }
+            bunq_gateway::init_tracing(config.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&GatewayError::Serve(e)),
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), GatewayError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(GatewayError::Serve)?;
+    tracing::info!(%bound, public_url = %config.public_url, "listening");
+    // Tools that start the gateway on port 0 read the address from this line.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on http://{bound}");
+    let _ = stdout.flush();
+    drop(stdout);
+    bunq_gateway::serve(config, listener, shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// One line on stderr, and a non-zero exit.
+fn fail(e: &GatewayError) -> ExitCode {
+    eprintln!("bunq-gateway: {e}");
+    ExitCode::from(match e {
+        GatewayError::Config(_) => 2,
+        _ => 1,
+    })
 }

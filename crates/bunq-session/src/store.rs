@@ -69,3 +69,22 @@ impl ContextStore for MemoryContextStore {
         Ok(())
     }
 }
+
+/// Shares one store between several owners (two managers in a restart test, a manager
+/// and the application).
+impl<T: ContextStore> ContextStore for std::sync::Arc<T> {
+    fn load(
+        &self,
+        credential: &CredentialId,
+    ) -> impl Future<Output = Result<Option<ApiContext>, ContextStoreError>> + Send {
+        (**self).load(credential)
+    }
+
+    fn save(
+        &self,
+        credential: &CredentialId,
+        context: &ApiContext,
+    ) -> impl Future<Output = Result<(), ContextStoreError>> + Send {
+        (**self).save(credential, context)
+    }
+}

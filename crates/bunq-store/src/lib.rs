@@ -1,9 +1,60 @@
 //! SQLite persistence for the gateway, encrypted at rest.
 //!
-//! One SQLite file (bundled SQLite through rusqlite) holding pending OAuth states,
-//! connected end users, their OAuth access tokens and bunq contexts (installation key,
-//! tokens, session), and an append-only audit log. Every secret column is sealed with
-//! AES-256-GCM under a caller-supplied master key, bound to its table, column and row.
-//! It implements `bunq_oauth::StateStore` and `bunq_session::ContextStore`.
+//! One SQLite file (bundled SQLite through rusqlite, WAL, forward-only migrations)
+//! holding pending OAuth states, connected end users, their OAuth access tokens and
+//! bunq contexts (installation key, tokens, session), and an append-only audit log.
+//! Every secret column is sealed with AES-256-GCM under a caller-supplied
+//! [`MasterKey`], with a fresh nonce and associated data binding it to its table,
+//! column and row, so a ciphertext moved elsewhere fails with [`StoreError::Decrypt`]
+//! rather than decrypting. [`Store`] implements `bunq_oauth::StateStore` and
+//! `bunq_session::ContextStore`.
 //!
-//! (Skeleton: the implementation arrives with issue 6.)
+//! ```
+//! use bunq_store::{MasterKey, Store, UserStatus};
+//! use secrecy::{ExposeSecret as _, SecretString};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let key = MasterKey::generate()?; // in production: MasterKey::from_file(path)?
+//! let store = Store::open(dir.path().join("gateway.db"), key).await?;
+//!
+//! store.put_access_token("alice", &SecretString::from("oauth-token")).await?;
+//! let alice = store.mark_connected("alice", 4242).await?;
+//! assert_eq!(alice.status, UserStatus::Connected);
+//! let token = store.access_token("alice").await?.expect("stored");
+//! assert_eq!(token.expose_secret(), "oauth-token");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Threads
+//! rusqlite blocks, so nothing here runs SQLite on an async worker thread: writes go to
+//! one dedicated writer thread (serialized, in order), reads to a small pool of
+//! `query_only` connections on tokio's blocking pool (concurrent).
+//!
+//! # Durability
+//! By default every commit is fsynced (`synchronous=FULL`): a write that returned `Ok`
+//! survives a process kill and a power loss. [`Durability::ProcessCrash`]
+//! (`synchronous=NORMAL` in WAL) is faster and still survives a process kill, but may
+//! lose the last commits on power loss.
+
+mod audit;
+mod context;
+mod db;
+mod error;
+mod key;
+mod rotate;
+mod schema;
+mod state;
+mod users;
+
+pub use audit::{AuditEntry, AuditEvent};
+pub use db::{Store, StoreOptions};
+pub use error::StoreError;
+pub use key::MasterKey;
+pub use rotate::RotationReport;
+#[doc(hidden)]
+pub use schema::create_at_version;
+pub use schema::{Durability, SCHEMA_VERSION};
+pub use users::{UserRecord, UserStatus};

@@ -1,3 +1,303 @@
 //! A faithful fake bunq server for offline tests and demos.
 //!
-//! (Skeleton: the server and the `bunq-fake` binary arrive with issue 3.)
+//! [`FakeBunq`] speaks bunq's real protocol on `127.0.0.1`: installation, device-server
+//! and session-server with RSA request signatures checked, every response signed with
+//! its own server key (`X-Bunq-Server-Signature`, body only) and tagged with
+//! `X-Bunq-Client-Response-Id`, sandbox users with money, payments, OAuth clients, the
+//! OAuth consent page and token endpoint. Knobs make it misbehave the way bunq does
+//! (expired sessions, 401s, bad signatures, 5xx, 429, latency, denied consent), and it
+//! counts the calls per endpoint so tests can assert how often a client hit bunq.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bunq_testkit::FakeError> {
+//! use bunq_testkit::FakeBunq;
+//!
+//! let fake = FakeBunq::start().await?;
+//! let user = fake.create_sandbox_user();
+//! // Point a bunq client at `fake.api_base()` and use `user.api_key` as its secret.
+//! assert!(fake.api_base().ends_with("/v1"));
+//! fake.knobs().fail_next_with_insufficient_authorisation(1);
+//! assert_eq!(fake.calls("POST /session-server"), 0);
+//! # Ok(()) }
+//! ```
+//!
+//! # What it serves
+//! Under `/v1`: `POST /installation` (no auth), `POST /device-server` and
+//! `POST /session-server` (installation token), `POST /sandbox-user-person` (no auth),
+//! then with a session token: `GET /user`, `GET /user/{id}`,
+//! `GET /user/{id}/monetary-account-bank[/{aid}]`, `GET /user/{id}/monetary-account[/{aid}]`,
+//! `POST|GET /user/{id}/monetary-account/{aid}/payment`,
+//! `POST /user/{id}/monetary-account/{aid}/request-inquiry` (to `sugardaddy@bunq.com`:
+//! the account is credited at once, at most 500.00 per request),
+//! `POST|GET /user/{id}/oauth-client`, `GET|PUT /user/{id}/oauth-client/{cid}`,
+//! `POST|GET /user/{id}/oauth-client/{cid}/callback-url`, `DELETE /session/{id}` (closes
+//! the calling session). Outside it: `GET /auth` and `POST /v1/token`.
+//!
+//! Sandbox users start with two EUR accounts at `0.00`; top them up with a request
+//! inquiry to the sugar daddy. In `/user/{id}` paths an OAuth session uses its
+//! `UserApiKey` id and acts on the granting user's accounts. Sessions live
+//! `session_timeout` from creation. `GET /auth` consents at once: the consenting user is
+//! the `user_id` query parameter if given (a test hook bunq lacks), else a fresh sandbox
+//! user with two accounts.
+//!
+//! Endpoint names for [`FakeBunq::calls`] are the method and the path pattern without
+//! `/v1`, with `{id}`, `{aid}`, `{cid}` for ids: `"POST /installation"`,
+//! `"GET /user/{id}/monetary-account-bank"`, `"POST /token"`, `"GET /auth"`.
+//!
+//! # Control endpoint (for the `bunq-fake` binary)
+//! - `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...}}`
+//! - `POST /_fake/knobs` with any of `{"session_timeout_secs": n, "expire_all_sessions":
+//!   true, "fail_next_with_insufficient_authorisation": n, "tamper_next_signatures": n,
+//!   "latency_ms": n, "fail_next_with_status": {"status": 503, "n": 1},
+//!   "deny_consent": bool, "rate_limits": bool}` → `{"ok": true}`
+//! - `POST /_fake/sandbox-user` → `{"user_id", "api_key", "monetary_account_ids"}`
+//! - `POST /_fake/oauth-grant` `{"user_id": n}` → `{"access_token"}`
+//! - `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`
+//!
+//! Control calls are not counted and no knob applies to them.
+
+mod api;
+mod control;
+mod knobs;
+mod money;
+mod oauth;
+mod server;
+mod wire;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunq_signing::PrivateKey;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use knobs::Knobs;
+
+use server::Shared;
+
+/// Why the fake could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FakeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The server's RSA key could not be generated.
+    #[error("cannot generate the server key: {0}")]
+    ServerKey(String),
+}
+
+/// How the fake behaves from the start; [`Knobs`] change it while running.
+#[derive(Clone, Debug)]
+pub struct FakeConfig {
+    /// Lifetime of new sessions, reported as `session_timeout` in user objects
+    /// (default 3600 s).
+    pub session_timeout: Duration,
+    /// Whether bunq's rate limits answer 429 (default off).
+    pub rate_limits: bool,
+    /// The session-server limit's window: 1 call per window (default 30 s).
+    pub session_server_window: Duration,
+    /// The other limits' window: GET 3, POST 5, PUT 2 per window (default 3 s).
+    pub rate_limit_window: Duration,
+    /// How long an OAuth authorization code stays valid (default 600 s).
+    pub code_ttl: Duration,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(3600),
+            rate_limits: false,
+            session_server_window: Duration::from_secs(30),
+            rate_limit_window: Duration::from_secs(3),
+            code_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A sandbox user made by [`FakeBunq::create_sandbox_user`].
+#[derive(Clone, Debug)]
+pub struct SandboxUser {
+    /// The `UserPerson` id.
+    pub user_id: u64,
+    /// The API key (the `secret` for device-server and session-server).
+    pub api_key: String,
+    /// The ids of its two `MonetaryAccountBank` accounts.
+    pub monetary_account_ids: Vec<u64>,
+}
+
+/// A running fake bunq. Dropping it stops the server.
+pub struct FakeBunq {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FakeBunq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeBunq")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeBunq {
+    /// Starts on a random `127.0.0.1` port with default settings.
+    pub async fn start() -> Result<FakeBunq, FakeError> {
+        Self::start_with(FakeConfig::default()).await
+    }
+
+    /// Starts on a random `127.0.0.1` port.
+    pub async fn start_with(config: FakeConfig) -> Result<FakeBunq, FakeError> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Starts on `addr` (port 0 picks a free one).
+    pub async fn start_on(addr: SocketAddr, config: FakeConfig) -> Result<FakeBunq, FakeError> {
+        // Key generation takes 50–300 ms of CPU: keep it off the async workers.
+        let key = tokio::task::spawn_blocking(PrivateKey::generate)
+            .await
+            .map_err(|e| FakeError::ServerKey(e.to_string()))?
+            .map_err(|e| FakeError::ServerKey(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| FakeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| FakeError::Bind { addr, source })?;
+        let shared = Arc::new(Shared::new(config, wire::Signer::new(key)));
+        let app = server::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            let served = axum::serve(listener, service)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "bunq-fake server stopped with an error");
+            }
+        });
+        Ok(FakeBunq {
+            shared,
+            addr: local,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, where bunq's API lives.
+    pub fn api_base(&self) -> String {
+        format!("{}/v1", self.base_url())
+    }
+
+    /// `http://127.0.0.1:PORT/auth`, the consent page.
+    pub fn oauth_authorize_url(&self) -> String {
+        format!("{}/auth", self.base_url())
+    }
+
+    /// `http://127.0.0.1:PORT/v1/token`, the OAuth token endpoint.
+    pub fn oauth_token_url(&self) -> String {
+        format!("{}/v1/token", self.base_url())
+    }
+
+    /// `http://127.0.0.1:PORT/_fake`, the control endpoint (see the crate docs).
+    pub fn control_url(&self) -> String {
+        format!("{}/_fake", self.base_url())
+    }
+
+    /// A handle on the knobs.
+    pub fn knobs(&self) -> Knobs {
+        Knobs(self.shared.clone())
+    }
+
+    /// How many requests reached `endpoint` (e.g. `"POST /session-server"`), refused
+    /// ones included.
+    pub fn calls(&self, endpoint: &str) -> u64 {
+        self.shared.calls(endpoint)
+    }
+
+    /// Requests to the API and OAuth endpoints, unknown routes included.
+    pub fn total_calls(&self) -> u64 {
+        self.shared.total_calls()
+    }
+
+    /// Creates a sandbox `UserPerson` with two EUR accounts at 0.00, without HTTP.
+    pub fn create_sandbox_user(&self) -> SandboxUser {
+        let (user_id, api_key, monetary_account_ids) = self.shared.world().create_sandbox_user();
+        SandboxUser {
+            user_id,
+            api_key,
+            monetary_account_ids,
+        }
+    }
+
+    /// An OAuth access token as if user `granted_by_user_id` approved a fake-internal
+    /// OAuth client; session-server with it returns a `UserApiKey`. An unknown user id
+    /// still gets a token, which session-server then refuses.
+    pub fn grant_oauth_access(&self, granted_by_user_id: u64) -> String {
+        let mut world = self.shared.world();
+        let psp = world.internal_psp();
+        world.create_grant(granted_by_user_id, psp)
+    }
+
+    /// The balance of `account_id` if it belongs to `user_id`, e.g. `"500.00"`.
+    pub fn balance(&self, user_id: u64, account_id: u64) -> Option<String> {
+        balance_of(&self.shared, user_id, account_id)
+    }
+
+    /// Stops the server, letting in-flight requests finish (at most 5 s).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, task).await;
+        }
+    }
+}
+
+impl Drop for FakeBunq {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub(crate) fn grant_oauth_access(shared: &Shared, user_id: u64) -> Option<String> {
+    let mut world = shared.world();
+    if !world.users.contains_key(&user_id) {
+        return None;
+    }
+    let psp = world.internal_psp();
+    Some(world.create_grant(user_id, psp))
+}
+
+pub(crate) fn balance_of(shared: &Shared, user_id: u64, account_id: u64) -> Option<String> {
+    let world = shared.world();
+    world
+        .accounts
+        .get(&account_id)
+        .filter(|a| a.user_id == user_id)
+        .map(|a| world::format_cents(a.balance_cents))
+}

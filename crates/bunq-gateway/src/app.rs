@@ -1,0 +1,280 @@
+//! Wiring: the shared state, the router, and the middleware every request goes through
+//! (metrics, logs, the end-to-end timeout, bearer authentication).
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use bunq_oauth::{OAuthConfig, OAuthEndpoints, OAuthFlow};
+use bunq_session::{
+    BunqClient, ClientConfig, Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
+};
+use bunq_store::{MasterKey, Store};
+use http::StatusCode;
+use secrecy::ExposeSecret as _;
+
+use crate::auth::ApiKeys;
+use crate::config::{BunqEnvironment, Config, KeySource};
+use crate::error::{ApiError, GatewayError};
+use crate::metrics::Metrics;
+use crate::{connect, proxy};
+
+/// Everything a handler needs, shared by all of them.
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) sessions: Arc<SessionManager<Store>>,
+    pub(crate) flow: OAuthFlow<Store>,
+    pub(crate) api_keys: ApiKeys,
+    pub(crate) metrics: Metrics,
+    /// user_refs known to be connected, so the proxy's hot path reads no database row.
+    /// Filled on first use or on connect; an entry leaves only on DELETE, the one way a
+    /// connected user stops being connected.
+    pub(crate) connected: RwLock<HashSet<String>>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) request_timeout: Duration,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// The master key, from the config or its file.
+pub(crate) fn master_key(source: &KeySource) -> Result<MasterKey, GatewayError> {
+    let key = match source {
+        KeySource::Inline(b64) => MasterKey::from_base64(b64.expose_secret()),
+        KeySource::File(path) => MasterKey::from_file(path),
+    };
+    key.map_err(|e| {
+        let key = match source {
+            KeySource::File(_) => "security.encryption_key_file",
+            _ => "security.encryption_key",
+        };
+        GatewayError::Config(crate::config::ConfigError::Key {
+            key: key.into(),
+            origin: String::new(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+pub(crate) fn client_config(config: &Config) -> ClientConfig {
+    let environment = match (&config.bunq.api_base_url, config.bunq.environment) {
+        (Some(url), _) => Environment::Custom {
+            api_base: url.as_str().trim_end_matches('/').to_owned(),
+        },
+        (None, BunqEnvironment::Production) => Environment::Production,
+        (None, _) => Environment::Sandbox,
+    };
+    let rate_limits = if config.bunq.rate_limits {
+        RateLimitPolicy::bunq()
+    } else {
+        RateLimitPolicy::disabled()
+    };
+    ClientConfig::new(environment)
+        .user_agent(config.bunq.user_agent.clone())
+        .rate_limits(rate_limits)
+        .request_timeout(config.http.upstream_timeout)
+}
+
+pub(crate) fn oauth_config(config: &Config) -> OAuthConfig {
+    let defaults = match config.bunq.environment {
+        BunqEnvironment::Production => OAuthEndpoints::production(),
+        _ => OAuthEndpoints::sandbox(),
+    };
+    let endpoints = OAuthEndpoints::custom(
+        config
+            .bunq
+            .oauth_authorize_url
+            .as_ref()
+            .map_or(defaults.authorize_url, |u| u.to_string()),
+        config
+            .bunq
+            .oauth_token_url
+            .as_ref()
+            .map_or(defaults.token_url, |u| u.to_string()),
+    );
+    OAuthConfig::new(
+        config.oauth.client_id.as_str(),
+        config.oauth.client_secret.clone(),
+        config.oauth.redirect_uri.to_string(),
+        endpoints,
+    )
+    .with_state_ttl(config.oauth.state_ttl)
+    .with_timeout(config.http.upstream_timeout)
+}
+
+/// Checks what can be checked without serving: the key, and that the crates accept the
+/// configuration built from ours. Opens nothing and calls no one.
+pub(crate) fn check(config: &Config) -> Result<(), GatewayError> {
+    master_key(&config.security.encryption_key)?;
+    BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
+    OAuthFlow::new(oauth_config(config), bunq_oauth::MemoryStateStore::new())
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    Ok(())
+}
+
+/// Opens the store and builds the crates' objects.
+pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
+    let key = master_key(&config.security.encryption_key)?;
+    let store = Store::open(&config.database, key)
+        .await
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    store
+        .integrity_check()
+        .await
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    let client =
+        BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let session_config = SessionManagerConfig {
+        device_description: "bunq-gateway".to_owned(),
+        ..SessionManagerConfig::default()
+    };
+    let sessions = Arc::new(SessionManager::new(client, store.clone(), session_config));
+    let flow = OAuthFlow::new(oauth_config(config), store.clone())
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let counted = Arc::clone(&sessions);
+    let metrics = Metrics::new(move || counted.session_creations());
+    Ok(Arc::new(AppState {
+        store,
+        sessions,
+        flow,
+        api_keys: ApiKeys::new(&config.security.api_keys),
+        metrics,
+        connected: RwLock::new(HashSet::new()),
+        max_body_bytes: config.http.max_body_bytes,
+        request_timeout: config.http.request_timeout,
+    }))
+}
+
+/// The HTTP surface.
+pub(crate) fn router(state: Shared) -> Router {
+    let v1 = Router::new()
+        .route("/v1/authorizations", post(connect::authorize))
+        .route(
+            "/v1/users/{user_ref}",
+            get(connect::get_user).delete(connect::delete_user),
+        )
+        .route("/v1/users/{user_ref}/bunq/{*path}", any(proxy::forward))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/oauth/callback", get(connect::callback))
+        .merge(v1)
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+/// A static name per route, so that metric labels cost no allocation.
+fn route_label(path: Option<&MatchedPath>) -> &'static str {
+    match path.map(MatchedPath::as_str) {
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/metrics") => "/metrics",
+        Some("/oauth/callback") => "/oauth/callback",
+        Some("/v1/authorizations") => "/v1/authorizations",
+        Some("/v1/users/{user_ref}") => "/v1/users/{user_ref}",
+        Some("/v1/users/{user_ref}/bunq/{*path}") => "/v1/users/{user_ref}/bunq/{*path}",
+        _ => "other",
+    }
+}
+
+/// Times, counts and logs every routed request, and bounds it by the request timeout.
+async fn observe(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took longer than http.request_timeout_seconds",
+        )
+        .into_response(),
+    };
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.observe_http(route, &method, status, took);
+    // Only the route template is logged: paths carry user_refs and the callback's
+    // query carries the code and state.
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::warn!(%method, route, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, route, status, micros, "request");
+    }
+    response
+}
+
+async fn require_bearer(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let header = request.headers().get(http::header::AUTHORIZATION);
+    if !state.api_keys.accepts(header) {
+        let mut response = ApiError::unauthorized().into_response();
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers a query (a cheap one: probes come often, and a full
+/// integrity check ran at start).
+async fn readyz(State(state): State<Shared>) -> Response {
+    match state.store.user("-").await {
+        Ok(_) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness probe: database does not answer");
+            ApiError::unavailable("the database does not answer").into_response()
+        }
+    }
+}
+
+async fn render_metrics(State(state): State<Shared>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::internal("cannot render metrics").into_response(),
+    }
+}
+
+/// A request body within `http.max_body_bytes` (axum's limit, set in [`router`]), or
+/// the JSON error for one that is not: 413 when it is too large.
+pub(crate) fn body_or_error(
+    body: Result<bytes::Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request("cannot read the request body")
+        }
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

@@ -1,0 +1,347 @@
+//! The gateway's configuration: a TOML file, overridden key by key from the environment.
+//!
+//! Every key `k` of section `s` may come from `BUNQ_GATEWAY_<S>_<K>` (top-level keys from
+//! `BUNQ_GATEWAY_<K>`), so that secrets can stay out of the file. Loading validates
+//! everything up front: a gateway that starts is a gateway whose config is complete, and
+//! a bad config fails with one [`ConfigError`] line that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use secrecy::SecretString;
+use toml::Table;
+use url::Url;
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "BUNQ_GATEWAY_";
+
+/// Names the config file when `--config` is not given (read by the CLI, not a key).
+pub const CONFIG_PATH_ENV: &str = "BUNQ_GATEWAY_CONFIG";
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// The gateway's public base URL (the OAuth redirect is derived from it).
+    pub public_url: Url,
+    /// The SQLite database file (created on first start).
+    pub database: PathBuf,
+    /// How logs are written.
+    pub log_format: LogFormat,
+    /// `[bunq]`: which bunq to talk to.
+    pub bunq: BunqSettings,
+    /// `[oauth]`: the gateway's OAuth client at bunq.
+    pub oauth: OAuthSettings,
+    /// `[security]`: encryption at rest and caller authentication.
+    pub security: SecuritySettings,
+    /// `[http]`: limits of the HTTP surface.
+    pub http: HttpSettings,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Which bunq deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BunqEnvironment {
+    /// `https://public-api.sandbox.bunq.com/v1` and the sandbox OAuth endpoints.
+    Sandbox,
+    /// `https://api.bunq.com/v1` and the production OAuth endpoints.
+    Production,
+}
+
+/// `[bunq]`.
+#[derive(Debug, Clone)]
+pub struct BunqSettings {
+    /// Sandbox or production; picks the default URLs.
+    pub environment: BunqEnvironment,
+    /// Overrides the API base URL (e.g. a local fake).
+    pub api_base_url: Option<Url>,
+    /// Overrides the OAuth authorize URL.
+    pub oauth_authorize_url: Option<Url>,
+    /// Overrides the OAuth token URL.
+    pub oauth_token_url: Option<Url>,
+    /// The `User-Agent` sent to bunq.
+    pub user_agent: String,
+    /// Whether to pace calls to stay inside bunq's per-IP rate limits.
+    pub rate_limits: bool,
+}
+
+/// `[oauth]`.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// The OAuth client's `client_id`.
+    pub client_id: String,
+    /// The OAuth client's secret.
+    pub client_secret: SecretString,
+    /// Where bunq sends the end user back; `public_url + /oauth/callback` by default.
+    pub redirect_uri: Url,
+    /// How long an issued `state` stays valid.
+    pub state_ttl: Duration,
+}
+
+/// Where the 32-byte master key for encryption at rest comes from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// `encryption_key`: base64 of 32 bytes, given inline (validated).
+    Inline(SecretString),
+    /// `encryption_key_file`: a file holding the key (read when the store opens).
+    File(PathBuf),
+}
+
+/// `[security]`.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// The master key for encryption at rest.
+    pub encryption_key: KeySource,
+    /// Bearer tokens accepted on `/v1/*`.
+    pub api_keys: Vec<SecretString>,
+}
+
+/// `[http]` (all optional).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// The largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// The longest a request may take end to end, upstream calls included.
+    pub request_timeout: Duration,
+    /// The timeout of one call to bunq.
+    pub upstream_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// A config that cannot be used. Its `Display` is one line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path}: invalid TOML at line {line}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A key is missing, malformed, or unknown.
+    #[error("config key `{key}`{origin}: {reason}")]
+    Key {
+        /// The dotted key, e.g. `oauth.client_id`.
+        key: String,
+        /// Where the value came from (empty, or ` (from env BUNQ_GATEWAY_…)`).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key this error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Key { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The shortest bearer token accepted: shorter ones are guessable.
+const MIN_API_KEY_LEN: usize = 16;
+
+impl Config {
+    /// Loads the file at `path` (if any) and applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.to_owned(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let file = path.unwrap_or(Path::new("<none>"));
+        Config::from_sources(text.as_deref(), file, std::env::vars())
+    }
+
+    /// Builds a config from TOML text and environment pairs; `file` only names the file
+    /// in errors. Pure, so tests need not touch the process environment.
+    pub fn from_sources(
+        toml_text: Option<&str>,
+        file: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table = match toml_text {
+            Some(text) => parse_toml(text, file)?,
+            None => Table::new(),
+        };
+        let sources = collect(table, env)?;
+        validate(&sources)
+    }
+}
+
+fn validate(src: &Sources) -> Result<Config, ConfigError> {
+    let listen = src.str("listen")?.unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| src.err("listen", "must be an address like 127.0.0.1:8080"))?;
+
+    let public_url = src
+        .url("public_url")?
+        .ok_or_else(|| src.err("public_url", "is missing"))?;
+    let database = PathBuf::from(src.str("database")?.unwrap_or("bunq-gateway.sqlite3"));
+
+    let log_format = match src.str("log_format")?.unwrap_or("human") {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        _ => return Err(src.err("log_format", "must be \"human\" or \"json\"")),
+    };
+
+    let environment = match src.required_str("bunq.environment")? {
+        "sandbox" => BunqEnvironment::Sandbox,
+        "production" => BunqEnvironment::Production,
+        _ => {
+            return Err(src.err("bunq.environment", "must be \"sandbox\" or \"production\""));
+        }
+    };
+    let bunq = BunqSettings {
+        environment,
+        api_base_url: src.url("bunq.api_base_url")?,
+        oauth_authorize_url: src.url("bunq.oauth_authorize_url")?,
+        oauth_token_url: src.url("bunq.oauth_token_url")?,
+        user_agent: src
+            .str("bunq.user_agent")?
+            .unwrap_or(concat!("bunq-gateway/", env!("CARGO_PKG_VERSION")))
+            .to_owned(),
+        rate_limits: src.bool("bunq.rate_limits", true)?,
+    };
+
+    let redirect_uri = match src.url("oauth.redirect_uri")? {
+        Some(u) => u,
+        None => {
+            let base = public_url.as_str().trim_end_matches('/');
+            Url::parse(&format!("{base}/oauth/callback"))
+                .map_err(|e| src.err("public_url", format_args!("cannot append a path: {e}")))?
+        }
+    };
+    let oauth = OAuthSettings {
+        client_id: src.required_str("oauth.client_id")?.to_owned(),
+        client_secret: SecretString::from(src.required_str("oauth.client_secret")?.to_owned()),
+        redirect_uri,
+        state_ttl: Duration::from_secs(src.int("oauth.state_ttl_seconds", 600, (1, 86_400))?),
+    };
+
+    let encryption_key = match (
+        src.str("security.encryption_key")?,
+        src.str("security.encryption_key_file")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(src.err(
+                "security.encryption_key",
+                "give either encryption_key or encryption_key_file, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(src.err(
+                "security.encryption_key",
+                "is missing (or set security.encryption_key_file)",
+            ));
+        }
+        (Some(b64), None) => {
+            let b64 = b64.trim();
+            match base64::engine::general_purpose::STANDARD.decode(b64) {
+                Ok(k) if k.len() == 32 => KeySource::Inline(SecretString::from(b64.to_owned())),
+                Ok(k) => {
+                    return Err(src.err(
+                        "security.encryption_key",
+                        format_args!("must be base64 of 32 bytes, got {} bytes", k.len()),
+                    ));
+                }
+                Err(_) => {
+                    return Err(src.err(
+                        "security.encryption_key",
+                        "must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)",
+                    ));
+                }
+            }
+        }
+        (None, Some(path)) => KeySource::File(PathBuf::from(path)),
+    };
+    let api_keys = src
+        .str_list("security.api_keys")?
+        .ok_or_else(|| src.err("security.api_keys", "is missing"))?;
+    if api_keys.is_empty() {
+        return Err(src.err("security.api_keys", "must hold at least one key"));
+    }
+    if api_keys.iter().any(|k| k.len() < MIN_API_KEY_LEN) {
+        return Err(src.err(
+            "security.api_keys",
+            format_args!("every key must be at least {MIN_API_KEY_LEN} characters"),
+        ));
+    }
+    let security = SecuritySettings {
+        encryption_key,
+        api_keys: api_keys.into_iter().map(SecretString::from).collect(),
+    };
+
+    let http = HttpSettings {
+        max_body_bytes: usize::try_from(src.int(
+            "http.max_body_bytes",
+            1024 * 1024,
+            (1024, 64 * 1024 * 1024),
+        )?)
+        .unwrap_or(usize::MAX),
+        request_timeout: Duration::from_secs(src.int(
+            "http.request_timeout_seconds",
+            60,
+            (1, 3600),
+        )?),
+        upstream_timeout: Duration::from_secs(src.int(
+            "http.upstream_timeout_seconds",
+            30,
+            (1, 3600),
+        )?),
+        shutdown_grace: Duration::from_secs(src.int(
+            "http.shutdown_grace_seconds",
+            25,
+            (0, 3600),
+        )?),
+    };
+
+    Ok(Config {
+        listen,
+        public_url,
+        database,
+        log_format,
+        bunq,
+        oauth,
+        security,
+        http,
+    })
+}
+
+mod sources;
+#[cfg(test)]
+mod tests;
+
+use sources::{Sources, collect, parse_toml};

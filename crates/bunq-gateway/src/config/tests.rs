@@ -1,0 +1,198 @@
+//! Unit tests of config loading.
+
+use secrecy::ExposeSecret as _;
+
+use super::*;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn full() -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+database = "gw.sqlite3"
+
+[bunq]
+environment = "sandbox"
+api_base_url = "http://127.0.0.1:9000/v1"
+rate_limits = false
+
+[oauth]
+client_id = "cid"
+client_secret = "csecret"
+
+[security]
+encryption_key = "{KEY}"
+api_keys = ["0123456789abcdef0123"]
+"#
+    )
+}
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_sources(
+        Some(text),
+        Path::new("gw.toml"),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn without(text: &str, line_start: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with(line_start))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn loads_a_complete_file_with_defaults() {
+    let c = load(&full(), &[]).expect("valid");
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+    assert_eq!(
+        c.oauth.redirect_uri.as_str(),
+        "http://127.0.0.1:8080/oauth/callback"
+    );
+    assert_eq!(c.oauth.state_ttl, Duration::from_secs(600));
+    assert!(!c.bunq.rate_limits);
+    assert_eq!(c.bunq.environment, BunqEnvironment::Sandbox);
+    assert_eq!(c.http.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.security.api_keys.len(), 1);
+}
+
+#[test]
+fn environment_overrides_section_and_top_level_keys() {
+    let c = load(
+        &full(),
+        &[
+            ("BUNQ_GATEWAY_OAUTH_CLIENT_SECRET", "from-env"),
+            ("BUNQ_GATEWAY_LISTEN", "127.0.0.1:9999"),
+            ("BUNQ_GATEWAY_BUNQ_RATE_LIMITS", "true"),
+            (
+                "BUNQ_GATEWAY_SECURITY_API_KEYS",
+                "aaaaaaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbbbbbb",
+            ),
+            ("PATH", "/usr/bin"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.oauth.client_secret.expose_secret(), "from-env");
+    assert_eq!(c.listen.port(), 9999);
+    assert!(c.bunq.rate_limits);
+    assert_eq!(c.security.api_keys.len(), 2);
+    assert_eq!(
+        c.security.api_keys[1].expose_secret(),
+        "bbbbbbbbbbbbbbbbbbbb"
+    );
+}
+
+#[test]
+fn environment_alone_is_a_complete_config() {
+    let env = [
+        ("BUNQ_GATEWAY_PUBLIC_URL", "https://gw.example"),
+        ("BUNQ_GATEWAY_BUNQ_ENVIRONMENT", "production"),
+        ("BUNQ_GATEWAY_OAUTH_CLIENT_ID", "cid"),
+        ("BUNQ_GATEWAY_OAUTH_CLIENT_SECRET", "s"),
+        ("BUNQ_GATEWAY_SECURITY_ENCRYPTION_KEY", KEY),
+        ("BUNQ_GATEWAY_SECURITY_API_KEYS", "0123456789abcdef0123"),
+    ];
+    let c = Config::from_sources(
+        None,
+        Path::new("-"),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .expect("valid");
+    assert_eq!(c.bunq.environment, BunqEnvironment::Production);
+    assert_eq!(
+        c.oauth.redirect_uri.as_str(),
+        "https://gw.example/oauth/callback"
+    );
+}
+
+#[test]
+fn missing_client_id_names_the_key() {
+    let err = load(&without(&full(), "client_id"), &[]).expect_err("invalid");
+    assert_eq!(err.key(), Some("oauth.client_id"));
+    let line = err.to_string();
+    assert!(
+        line.contains("oauth.client_id") && line.contains("missing"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn rejects_a_short_encryption_key() {
+    let text = full().replace(KEY, "AAECAwQ=");
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(err.key(), Some("security.encryption_key"));
+    assert!(err.to_string().contains("32 bytes"));
+}
+
+#[test]
+fn rejects_both_key_and_key_file() {
+    let err = load(
+        &full(),
+        &[("BUNQ_GATEWAY_SECURITY_ENCRYPTION_KEY_FILE", "/tmp/k")],
+    )
+    .expect_err("invalid");
+    assert_eq!(err.key(), Some("security.encryption_key"));
+}
+
+#[test]
+fn rejects_unknown_keys_and_env_vars() {
+    let err = load(&full().replace("database", "databse"), &[]).expect_err("typo");
+    assert_eq!(err.key(), Some("databse"));
+    let err = load(&full(), &[("BUNQ_GATEWAY_OAUTH_CLIENTID", "x")]).expect_err("typo");
+    assert_eq!(err.key(), Some("BUNQ_GATEWAY_OAUTH_CLIENTID"));
+}
+
+#[test]
+fn env_errors_name_the_variable() {
+    let err =
+        load(&full(), &[("BUNQ_GATEWAY_OAUTH_STATE_TTL_SECONDS", "soon")]).expect_err("invalid");
+    let line = err.to_string();
+    assert!(line.contains("oauth.state_ttl_seconds"), "{line}");
+    assert!(
+        line.contains("BUNQ_GATEWAY_OAUTH_STATE_TTL_SECONDS"),
+        "{line}"
+    );
+}
+
+#[test]
+fn rejects_bad_values_with_the_key() {
+    for (from, to, key) in [
+        ("\"sandbox\"", "\"staging\"", "bunq.environment"),
+        ("\"127.0.0.1:8080\"", "\"localhost\"", "listen"),
+        (
+            "\"http://127.0.0.1:9000/v1\"",
+            "\"ftp://x\"",
+            "bunq.api_base_url",
+        ),
+        ("\"0123456789abcdef0123\"", "\"short\"", "security.api_keys"),
+        (
+            "rate_limits = false",
+            "rate_limits = \"no\"",
+            "bunq.rate_limits",
+        ),
+    ] {
+        let err = load(&full().replace(from, to), &[]).expect_err(key);
+        assert_eq!(err.key(), Some(key), "{err}");
+    }
+}
+
+#[test]
+fn syntax_errors_are_one_line_with_the_line_number() {
+    let err = load("listen = \"a\"\n[bunq\n", &[]).expect_err("invalid");
+    let line = err.to_string();
+    assert!(line.contains("line 2"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+}
+
+#[test]
+fn debug_does_not_show_secrets() {
+    let c = load(&full(), &[]).expect("valid");
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("csecret"));
+    assert!(!dbg.contains(KEY));
+    assert!(!dbg.contains("0123456789abcdef0123"));
+}

@@ -1,0 +1,366 @@
+//! Connecting end users: `POST /v1/authorizations`, `GET /oauth/callback`, and
+//! `GET`/`DELETE /v1/users/{user_ref}`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{Html, IntoResponse, Response};
+use bunq_oauth::{Callback, OAuthError, StateContext};
+use bunq_session::CredentialId;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{Shared, body_or_error};
+use crate::error::ApiError;
+use crate::proxy::session_error;
+
+/// The longest `user_ref` accepted.
+const MAX_USER_REF_LEN: usize = 128;
+
+/// A `user_ref` is the application's name for an end user: 1 to 128 characters of
+/// `A-Z a-z 0-9 . _ ~ @ : + -`, so that it is one URL path segment as is and cannot
+/// smuggle a path or a query into the routes that carry it.
+pub(crate) fn valid_user_ref(user_ref: &str) -> Result<(), ApiError> {
+    let ok = !user_ref.is_empty()
+        && user_ref != "."
+        && user_ref != ".."
+        && user_ref.len() <= MAX_USER_REF_LEN
+        && user_ref
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~@:+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_user_ref",
+            "user_ref must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ @ : + -",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthorizationRequest {
+    user_ref: String,
+    return_to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AuthorizationResponse<'a> {
+    authorization_url: &'a str,
+    state: &'a str,
+    expires_at: String,
+}
+
+/// `POST /v1/authorizations`: a fresh authorize URL and single-use state for a user.
+pub(crate) async fn authorize(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_error(body, state.max_body_bytes)?;
+    let request: AuthorizationRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    valid_user_ref(&request.user_ref)?;
+    if let Some(return_to) = &request.return_to {
+        let ok = url::Url::parse(return_to)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_return_to",
+                "return_to must be an absolute http:// or https:// URL",
+            ));
+        }
+    }
+    let authorization = state
+        .flow
+        .begin(StateContext {
+            user_ref: request.user_ref,
+            return_to: request.return_to,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot issue an OAuth state");
+            ApiError::internal("cannot issue an OAuth state")
+        })?;
+    let body = AuthorizationResponse {
+        authorization_url: &authorization.url,
+        state: authorization.state.secret(),
+        expires_at: rfc3339(authorization.expires_at),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// What the callback tells a browser (an HTML page) or a program (JSON).
+struct CallbackOutcome {
+    error: ApiError,
+    html: bool,
+}
+
+impl IntoResponse for CallbackOutcome {
+    fn into_response(self) -> Response {
+        if !self.html {
+            return self.error.into_response();
+        }
+        let status = self.error.status();
+        let page = format!(
+            "<!doctype html><meta charset=utf-8><title>bunq</title>\
+             <h1>Your bunq account was not connected</h1><p>{}</p>",
+            html_escape(self.error.message())
+        );
+        (status, Html(page)).into_response()
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `GET /oauth/callback`: bunq sends the end user back here.
+///
+/// The state is checked (and consumed) before anything else, so an unknown, expired,
+/// replayed or missing state, or a refusal, leaves no trace but the consumed state.
+pub(crate) async fn callback(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let html = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    match complete(&state, query.as_deref().unwrap_or("")).await {
+        Ok(Some(return_to)) => {
+            (StatusCode::FOUND, [(http::header::LOCATION, return_to)]).into_response()
+        }
+        Ok(None) if html => Html(
+            "<!doctype html><meta charset=utf-8><title>bunq</title>\
+             <h1>Your bunq account is connected</h1><p>You can close this window.</p>",
+        )
+        .into_response(),
+        Ok(None) => Json(serde_json::json!({ "status": "connected" })).into_response(),
+        Err(error) => CallbackOutcome { error, html }.into_response(),
+    }
+}
+
+/// The callback's work; `Some(return_to)` to redirect there.
+async fn complete(state: &Shared, query: &str) -> Result<Option<String>, ApiError> {
+    let bad_state =
+        |message: &'static str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", message);
+    let callback = Callback::from_query(query)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_callback", e.to_string()))?;
+    let completed = state.flow.complete(&callback).await.map_err(|e| match e {
+        OAuthError::UnknownState => bad_state("unknown or missing state; start again"),
+        OAuthError::ReplayedState => bad_state("this state was already used; start again"),
+        OAuthError::ExpiredState => bad_state("this state has expired; start again"),
+        OAuthError::Callback(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_callback", e.to_string())
+        }
+        OAuthError::Denied { error, .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            format!("the authorization was refused ({error})"),
+        ),
+        OAuthError::TokenEndpoint { status, error, .. } if (400..500).contains(&status) => {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "code_rejected",
+                format!(
+                    "bunq refused the authorization code ({}); start again",
+                    error.as_deref().unwrap_or("no error code")
+                ),
+            )
+        }
+        OAuthError::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "bunq's token endpoint did not answer in time; start again",
+        ),
+        other => {
+            tracing::warn!(error = %other, "OAuth code exchange failed");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "token_exchange_failed",
+                "the code exchange with bunq failed; start again",
+            )
+        }
+    })?;
+    let user_ref = completed.context.user_ref;
+    let token = completed.token.access_token;
+    state
+        .store
+        .put_access_token(&user_ref, &token)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot store an access token");
+            ApiError::internal("cannot store the access token")
+        })?;
+    let credential = CredentialId::new(user_ref.as_str());
+    let context = state
+        .sessions
+        .connect(&credential, token)
+        .await
+        .map_err(|e| session_error(&e))?;
+    let Some(bunq_user_id) = context.session.as_ref().map(|s| s.user_id) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "no_session",
+            "bunq opened no session",
+        ));
+    };
+    state
+        .store
+        .mark_connected(&user_ref, bunq_user_id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mark a user connected");
+            ApiError::internal("cannot record the connection")
+        })?;
+    if let Ok(mut connected) = state.connected.write() {
+        connected.insert(user_ref.clone());
+    }
+    tracing::info!(user_ref, bunq_user_id, "user connected");
+    Ok(completed.context.return_to)
+}
+
+#[derive(Serialize)]
+pub(crate) struct UserResponse {
+    user_ref: String,
+    bunq_user_id: Option<u64>,
+    status: &'static str,
+    connected_at: Option<String>,
+    updated_at: String,
+}
+
+/// `GET /v1/users/{user_ref}`.
+pub(crate) async fn get_user(
+    State(state): State<Shared>,
+    Path(user_ref): Path<String>,
+) -> Result<Json<UserResponse>, ApiError> {
+    valid_user_ref(&user_ref)?;
+    let record = state
+        .store
+        .user(&user_ref)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read a user");
+            ApiError::internal("cannot read the user")
+        })?
+        .ok_or_else(ApiError::unknown_user)?;
+    Ok(Json(UserResponse {
+        user_ref: record.user_ref,
+        bunq_user_id: record.bunq_user_id,
+        status: record.status.as_str(),
+        connected_at: record.connected_at.map(rfc3339),
+        updated_at: rfc3339(record.updated_at),
+    }))
+}
+
+/// `DELETE /v1/users/{user_ref}`: forgets the token, installation and session.
+/// Idempotent: 204 whether or not the user existed.
+pub(crate) async fn delete_user(
+    State(state): State<Shared>,
+    Path(user_ref): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    valid_user_ref(&user_ref)?;
+    // The store first: it is the truth the proxy falls back to, so once it is gone no
+    // new call can start for this user, whatever the caches still say.
+    state.store.delete_user(&user_ref).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot delete a user");
+        ApiError::internal("cannot delete the user")
+    })?;
+    // Closing the session at bunq is hygiene, not a condition: the session dies on its
+    // own and the gateway no longer holds its token either way.
+    if let Err(e) = state
+        .sessions
+        .close(&CredentialId::new(user_ref.as_str()))
+        .await
+    {
+        tracing::info!(user_ref, error = %e, "could not close the session at bunq");
+    }
+    if let Ok(mut connected) = state.connected.write() {
+        connected.remove(&user_ref);
+    }
+    tracing::info!(user_ref, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `2024-05-01T12:00:00Z` (UTC, whole seconds).
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_714_564_800 + 3_723)),
+            "2024-05-01T13:02:03Z"
+        );
+    }
+
+    #[test]
+    fn user_refs_are_one_safe_path_segment() {
+        for ok in ["alice", "user-1", "a.b_c~d@e:f+g", &"x".repeat(128)] {
+            assert!(valid_user_ref(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "a?b",
+            "é",
+            "..%2f",
+            &"x".repeat(129),
+        ] {
+            assert!(valid_user_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn html_escape_neutralises_markup() {
+        assert_eq!(
+            html_escape("<a href=\"x\">&"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Errors: [`GatewayError`] for starting and running the gateway, and the JSON error
+//! answers of the HTTP surface.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+
+use crate::config::ConfigError;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The configuration is invalid; the message names the key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the config.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or failed its check.
+    #[error("database: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A crate refused the configuration built from ours (a URL, a header value, ...).
+    #[error("setup: {0}")]
+    Setup(String),
+    /// The HTTP server failed.
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A JSON error answer: `{"error": "<code>", "message": "<text>"}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+    retry_after: Option<Duration>,
+    bunq_response_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bunq_response_id: Option<&'a str>,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            bunq_response_id: None,
+        }
+    }
+
+    pub(crate) fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub(crate) fn with_response_id(mut self, id: Option<&str>) -> Self {
+        self.bunq_response_id = id.map(str::to_owned);
+        self
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <api key>",
+        )
+    }
+
+    pub(crate) fn unknown_user() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_user",
+            "no connected bunq user with this user_ref",
+        )
+    }
+
+    pub(crate) fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub(crate) fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {limit} bytes"),
+        )
+    }
+
+    pub(crate) fn internal(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub(crate) fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code,
+            message: &self.message,
+            bunq_response_id: self.bunq_response_id.as_deref(),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            // Round up: "retry after 0 s" would invite an immediate retry.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn error_body_is_json_with_error_and_message() {
+        let response = ApiError::unknown_user().into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"], "unknown_user");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(json.get("bunq_response_id").is_none());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let response = ApiError::unavailable("busy")
+            .with_retry_after(Duration::from_millis(1500))
+            .into_response();
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+    }
+}

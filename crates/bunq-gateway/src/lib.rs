@@ -1,0 +1,107 @@
+//! bunq-gateway: connects end users' bunq accounts over OAuth and calls bunq for them.
+//!
+//! A thin HTTP service over the workspace's crates: `bunq-oauth` for the authorization
+//! flow, `bunq-session` for installations, sessions, signing and verification,
+//! `bunq-store` for encrypted persistence. An application calls the gateway with a
+//! bearer key and never touches an RSA key, an installation or a session:
+//!
+//! - `POST /v1/authorizations` → an authorize URL to send the end user to;
+//! - `GET /oauth/callback` ← bunq sends the end user back; the gateway stores the token
+//!   and opens installation, device and session;
+//! - `ANY /v1/users/{user_ref}/bunq/{path}` → forwarded to bunq for that user.
+//!
+//! The contract is in `docs/gateway-api.md` and `docs/openapi.yaml`. The binary is
+//! `bunq-gateway --config PATH`; the same server runs in-process through [`serve`]:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), bunq_gateway::GatewayError> {
+//! use bunq_gateway::{Config, serve};
+//!
+//! let config = Config::load(Some(std::path::Path::new("gateway.toml")))?;
+//! let listener = tokio::net::TcpListener::bind(config.listen)
+//!     .await
+//!     .map_err(|source| bunq_gateway::GatewayError::Bind { addr: config.listen, source })?;
+//! serve(config, listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod app;
+mod auth;
+pub mod config;
+mod connect;
+mod error;
+mod metrics;
+mod proxy;
+
+use std::future::Future;
+
+pub use config::{Config, ConfigError, LogFormat};
+pub use error::GatewayError;
+
+/// Serves the gateway on `listener` until `shutdown` completes, then stops accepting,
+/// lets in-flight requests finish (at most `http.shutdown_grace_seconds`), and closes
+/// the database.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let state = app::build(&config).await?;
+    let router = app::router(state.clone());
+    let grace = config.http.shutdown_grace;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    // Biased: the server is polled first, so a server that ended on its own is never
+    // polled again through the shutdown branch.
+    let served = tokio::select! {
+        biased;
+        result = &mut server => result,
+        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown grace period over; dropping open requests");
+                Ok(())
+            }
+        },
+    };
+    served.map_err(GatewayError::Serve)?;
+    state
+        .store
+        .close()
+        .await
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Validates what can be validated without serving: the config (already parsed), the
+/// master key, and the crates' acceptance of the derived settings. Touches no network
+/// and no database.
+pub fn check_config(config: &Config) -> Result<(), GatewayError> {
+    app::check(config)
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), `format`
+/// picks readable lines or JSON. Logs go to stderr; stdout carries only the
+/// `listening on` line.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests, embedding) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        _ => builder.try_init(),
+    };
+}

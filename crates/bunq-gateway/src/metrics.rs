@@ -1,0 +1,313 @@
+//! Prometheus metrics: requests by route and status, bunq calls by endpoint and status,
+//! session creations, and latency histograms.
+
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric as _, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Past this many distinct bunq endpoints, new ones are counted as `other`, so that a
+/// caller cannot grow the metrics without bound by inventing paths.
+const MAX_ENDPOINT_SERIES: usize = 256;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// What came of one bunq call: bunq's status, or why there is none.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum BunqOutcome {
+    /// bunq answered with this status (signature verified).
+    Status(u16),
+    /// No usable answer; the reason in one word (`timeout`, `signature_invalid`, ...).
+    Failed(&'static str),
+}
+
+impl EncodeLabelValue for BunqOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        match self {
+            BunqOutcome::Status(code) => write!(encoder, "{code}"),
+            BunqOutcome::Failed(why) => encoder.write_str(why),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BunqLabels {
+    endpoint: Arc<str>,
+    status: BunqOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: Arc<str>,
+}
+
+type Hist = Family<RouteLabels, Histogram, fn() -> Histogram>;
+type EndpointHist = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s: from a cached proxy hop to a slow bunq call.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Reads the session manager's session-creation count at scrape time.
+struct SessionCreations(Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl fmt::Debug for SessionCreations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionCreations")
+    }
+}
+
+impl Collector for SessionCreations {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let counter = ConstCounter::new((self.0)());
+        let metric = encoder.encode_descriptor(
+            "bunq_gateway_session_creations",
+            "Sessions opened at bunq (POST /session-server) by this process.",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
+/// The gateway's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: Hist,
+    bunq_calls: Family<BunqLabels, Counter>,
+    bunq_latency: EndpointHist,
+    endpoints: RwLock<HashSet<Arc<str>>>,
+    other_endpoint: Arc<str>,
+}
+
+impl Metrics {
+    /// Registers every metric; `session_creations` is read at each scrape.
+    pub fn new(session_creations: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "bunq_gateway_http_requests",
+            "HTTP requests served, by route, method and status.",
+            http_requests.clone(),
+        );
+        let http_latency: Hist = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "bunq_gateway_http_request_duration_seconds",
+            "Time to serve an HTTP request, by route.",
+            http_latency.clone(),
+        );
+        let bunq_calls = Family::<BunqLabels, Counter>::default();
+        registry.register(
+            "bunq_gateway_bunq_calls",
+            "Calls to bunq through the proxy, by endpoint and status.",
+            bunq_calls.clone(),
+        );
+        let bunq_latency: EndpointHist = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "bunq_gateway_bunq_call_duration_seconds",
+            "Time of a proxied bunq call (session renewal included), by endpoint.",
+            bunq_latency.clone(),
+        );
+        registry.register_collector(Box::new(SessionCreations(Box::new(session_creations))));
+        Self {
+            registry,
+            http_requests,
+            http_latency,
+            bunq_calls,
+            bunq_latency,
+            endpoints: RwLock::new(HashSet::new()),
+            other_endpoint: Arc::from("other"),
+        }
+    }
+
+    /// Counts one served HTTP request.
+    pub fn observe_http(
+        &self,
+        route: &'static str,
+        method: &http::Method,
+        status: u16,
+        took: Duration,
+    ) {
+        let labels = HttpLabels {
+            route,
+            method: method_label(method),
+            status,
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_latency
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one call to bunq; `endpoint` is from [`endpoint_label`].
+    pub fn observe_bunq(&self, endpoint: &str, status: BunqOutcome, took: Duration) {
+        let endpoint = self.intern_endpoint(endpoint);
+        self.bunq_calls
+            .get_or_create(&BunqLabels {
+                endpoint: endpoint.clone(),
+                status,
+            })
+            .inc();
+        self.bunq_latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The shared label value for `endpoint`: one allocation per distinct endpoint,
+    /// none per call.
+    fn intern_endpoint(&self, endpoint: &str) -> Arc<str> {
+        if let Some(known) = self
+            .endpoints
+            .read()
+            .ok()
+            .and_then(|set| set.get(endpoint).cloned())
+        {
+            return known;
+        }
+        let Ok(mut set) = self.endpoints.write() else {
+            return self.other_endpoint.clone();
+        };
+        if let Some(known) = set.get(endpoint) {
+            return known.clone();
+        }
+        if set.len() >= MAX_ENDPOINT_SERIES {
+            return self.other_endpoint.clone();
+        }
+        let interned: Arc<str> = Arc::from(endpoint);
+        set.insert(interned.clone());
+        interned
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// A low-cardinality name for a bunq call: the method and the path with numeric ids
+/// replaced by `{id}` and the query dropped, e.g. `GET /user/{id}/monetary-account-bank`.
+pub fn endpoint_label(method: &http::Method, path_and_query: &str) -> String {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    let mut out = String::with_capacity(path.len() + 8);
+    out.push_str(method_label(method));
+    out.push(' ');
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str("{id}");
+        } else {
+            out.push_str(segment);
+        }
+    }
+    if !path.contains(|c| c != '/') {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_label_hides_ids_and_query() {
+        assert_eq!(
+            endpoint_label(
+                &http::Method::GET,
+                "/user/12/monetary-account-bank?count=10"
+            ),
+            "GET /user/{id}/monetary-account-bank"
+        );
+        assert_eq!(
+            endpoint_label(&http::Method::POST, "/user/1/monetary-account/2/payment"),
+            "POST /user/{id}/monetary-account/{id}/payment"
+        );
+        assert_eq!(endpoint_label(&http::Method::GET, "/"), "GET /");
+    }
+
+    #[test]
+    fn render_shows_every_family() {
+        let m = Metrics::new(|| 3);
+        m.observe_http(
+            "/healthz",
+            &http::Method::GET,
+            200,
+            Duration::from_millis(2),
+        );
+        m.observe_bunq(
+            "GET /user/{id}",
+            BunqOutcome::Status(200),
+            Duration::from_millis(5),
+        );
+        m.observe_bunq(
+            "POST /user/{id}/payment",
+            BunqOutcome::Failed("signature_invalid"),
+            Duration::from_millis(5),
+        );
+        let text = m.render().expect("render");
+        assert!(
+            text.contains(
+                r#"bunq_gateway_http_requests_total{route="/healthz",method="GET",status="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"bunq_gateway_bunq_calls_total{endpoint="GET /user/{id}",status="200"} 1"#
+        ));
+        assert!(text.contains(r#"status="signature_invalid""#));
+        assert!(text.contains("bunq_gateway_session_creations_total 3"));
+        assert!(text.contains("bunq_gateway_http_request_duration_seconds_bucket"));
+        assert!(text.contains("bunq_gateway_bunq_call_duration_seconds_count"));
+    }
+
+    #[test]
+    fn endpoint_series_are_capped() {
+        let m = Metrics::new(|| 0);
+        for i in 0..(MAX_ENDPOINT_SERIES + 10) {
+            m.observe_bunq(
+                &format!("GET /x{i}"),
+                BunqOutcome::Status(200),
+                Duration::ZERO,
+            );
+        }
+        assert_eq!(m.endpoints.read().expect("lock").len(), MAX_ENDPOINT_SERIES);
+        assert!(m.render().expect("render").contains(r#"endpoint="other""#));
+    }
+}

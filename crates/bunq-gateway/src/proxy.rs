@@ -1,0 +1,273 @@
+//! The hot path: `ANY /v1/users/{user_ref}/bunq/{path...}` → bunq, with the user's
+//! session, signed; bunq's status and verified body back.
+
+use std::time::Instant;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bunq_session::{ApiRequest, CredentialId, Error as SessionError};
+use bunq_store::UserStatus;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, Uri};
+
+use crate::app::{Shared, body_or_error};
+use crate::connect::valid_user_ref;
+use crate::error::ApiError;
+use crate::metrics::{BunqOutcome, endpoint_label};
+
+/// The installation → device → session lifecycle belongs to the gateway: a caller who
+/// could reach these endpoints could burn the one session-server call per 30 s that all
+/// users share, or replace a user's installation.
+const LIFECYCLE_ENDPOINTS: &[&str] =
+    &["installation", "device-server", "session-server", "session"];
+
+const RESPONSE_ID_HEADER: &str = "x-bunq-client-response-id";
+
+/// Forwards one call.
+pub(crate) async fn forward(
+    State(state): State<Shared>,
+    Path((user_ref, _)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    valid_user_ref(&user_ref)?;
+    let body = body_or_error(body, state.max_body_bytes)?;
+    let path_and_query = upstream_path(&uri)?;
+    ensure_connected(&state, &user_ref).await?;
+
+    let credential = CredentialId::new(user_ref.as_str());
+    let endpoint = endpoint_label(&method, &path_and_query);
+    let started = Instant::now();
+    let result = state
+        .sessions
+        .request(&credential, ApiRequest::new(method, path_and_query, body))
+        .await;
+    let took = started.elapsed();
+    match result {
+        Ok(raw) => {
+            state
+                .metrics
+                .observe_bunq(&endpoint, BunqOutcome::Status(raw.status), took);
+            let status = StatusCode::from_u16(raw.status).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "unexpected_response",
+                    "bunq answered with an invalid status",
+                )
+            })?;
+            let mut response = (status, raw.body).into_response();
+            let headers = response.headers_mut();
+            if let Some(ct) = raw.headers.get(http::header::CONTENT_TYPE) {
+                headers.insert(http::header::CONTENT_TYPE, ct.clone());
+            }
+            if let Some(id) = raw
+                .response_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
+                headers.insert(RESPONSE_ID_HEADER, id);
+            }
+            Ok(response)
+        }
+        Err(e) => {
+            state
+                .metrics
+                .observe_bunq(&endpoint, BunqOutcome::Failed(outcome_word(&e)), took);
+            if matches!(e, SessionError::NotConnected(_)) {
+                // The store no longer knows the user (deleted meanwhile): stop trusting
+                // the cache for it.
+                if let Ok(mut connected) = state.connected.write() {
+                    connected.remove(&user_ref);
+                }
+            }
+            Err(session_error(&e))
+        }
+    }
+}
+
+/// `/v1/users/{u}/bunq/{path}?{query}` → `/{path}?{query}`, as the caller sent it (no
+/// decoding and re-encoding), refusing dot segments and the lifecycle endpoints.
+fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix("/v1/users/")
+        .and_then(|p| p.split_once('/'))
+        .and_then(|(_, p)| p.strip_prefix("bunq"))
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| ApiError::bad_request("expected /v1/users/{user_ref}/bunq/{path}"))?;
+    let mut segments = rest.split('/').filter(|s| !s.is_empty()).peekable();
+    if segments.peek().is_none() {
+        return Err(ApiError::bad_request("missing the bunq path"));
+    }
+    for (i, segment) in segments.enumerate() {
+        let lower = segment.to_ascii_lowercase();
+        let dots = lower.replace("%2e", ".");
+        if dots == "." || dots == ".." {
+            return Err(ApiError::bad_request(
+                "dot segments are not allowed in the bunq path",
+            ));
+        }
+        if i == 0 && LIFECYCLE_ENDPOINTS.contains(&lower.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "lifecycle_endpoint",
+                "installation, device-server and session-server are managed by the gateway",
+            ));
+        }
+    }
+    let mut out = String::with_capacity(rest.len() + uri.query().map_or(0, |q| q.len() + 1));
+    out.push_str(rest);
+    if let Some(query) = uri.query() {
+        out.push('?');
+        out.push_str(query);
+    }
+    Ok(out)
+}
+
+/// 404 unless the user is connected; the cache spares the database on the hot path.
+async fn ensure_connected(state: &Shared, user_ref: &str) -> Result<(), ApiError> {
+    let cached = state
+        .connected
+        .read()
+        .map(|c| c.contains(user_ref))
+        .unwrap_or(false);
+    if cached {
+        return Ok(());
+    }
+    let record = state.store.user(user_ref).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read a user");
+        ApiError::internal("cannot read the user")
+    })?;
+    match record {
+        Some(r) if r.status == UserStatus::Connected => {
+            if let Ok(mut connected) = state.connected.write() {
+                connected.insert(user_ref.to_owned());
+            }
+            Ok(())
+        }
+        _ => Err(ApiError::unknown_user()),
+    }
+}
+
+fn outcome_word(e: &SessionError) -> &'static str {
+    match e {
+        SessionError::SignatureInvalid { .. } => "signature_invalid",
+        SessionError::SessionCapacity { .. } => "session_capacity",
+        SessionError::RateLimited { .. } => "rate_limited",
+        SessionError::NotConnected(_) => "not_connected",
+        SessionError::Timeout { .. } => "timeout",
+        SessionError::Transport { .. } => "transport",
+        SessionError::Api { .. } => "bunq_error",
+        SessionError::UnexpectedResponse { .. } => "unexpected_response",
+        _ => "internal",
+    }
+}
+
+/// The answer to a caller when bunq-session fails.
+pub(crate) fn session_error(e: &SessionError) -> ApiError {
+    match e {
+        SessionError::SignatureInvalid { response_id, .. } => {
+            tracing::warn!(error = %e, "bunq response failed signature verification");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_signature",
+                "bunq's response failed signature verification and was dropped",
+            )
+            .with_response_id(response_id.as_deref())
+        }
+        SessionError::SessionCapacity { retry_after } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session_capacity",
+            "no bunq session could be opened in time (bunq allows one per 30 s); retry later",
+        )
+        .with_retry_after(*retry_after),
+        SessionError::RateLimited { retry_after } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "bunq's rate limit was reached; retry later",
+        )
+        .with_retry_after(*retry_after),
+        SessionError::NotConnected(_) => ApiError::unknown_user(),
+        SessionError::Timeout { .. } => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "bunq did not answer in time",
+        ),
+        SessionError::Transport { .. } => {
+            tracing::warn!(error = %e, "bunq unreachable");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "bunq could not be reached",
+            )
+        }
+        SessionError::Api {
+            status,
+            descriptions,
+            response_id,
+        } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bunq_error",
+            format!("bunq answered {status}: {}", descriptions.join(" ")),
+        )
+        .with_response_id(response_id.as_deref()),
+        SessionError::UnexpectedResponse { .. } => {
+            tracing::warn!(error = %e, "unexpected bunq response");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "unexpected_response",
+                "bunq's response was not what bunq documents",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "bunq call failed");
+            ApiError::internal("the bunq call failed inside the gateway")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(uri: &str) -> Result<String, StatusCode> {
+        upstream_path(&uri.parse::<Uri>().expect("uri")).map_err(|e| e.status())
+    }
+
+    #[test]
+    fn upstream_path_keeps_path_and_query_as_sent() {
+        assert_eq!(
+            path("/v1/users/alice/bunq/user/1/monetary-account-bank?count=10"),
+            Ok("/user/1/monetary-account-bank?count=10".into())
+        );
+        assert_eq!(
+            path("/v1/users/a/bunq/user/1/x%20y"),
+            Ok("/user/1/x%20y".into())
+        );
+    }
+
+    #[test]
+    fn upstream_path_refuses_dot_segments() {
+        for p in [
+            "/v1/users/a/bunq/user/../installation",
+            "/v1/users/a/bunq/%2E%2e/x",
+            "/v1/users/a/bunq/./x",
+        ] {
+            assert_eq!(path(p), Err(StatusCode::BAD_REQUEST), "{p}");
+        }
+    }
+
+    #[test]
+    fn upstream_path_refuses_lifecycle_endpoints() {
+        for p in [
+            "/v1/users/a/bunq/session-server",
+            "/v1/users/a/bunq/Installation",
+            "/v1/users/a/bunq/session/1",
+        ] {
+            assert_eq!(path(p), Err(StatusCode::FORBIDDEN), "{p}");
+        }
+        assert!(path("/v1/users/a/bunq/user/1/session-server").is_ok());
+    }
+}

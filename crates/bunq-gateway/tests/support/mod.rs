@@ -1,0 +1,319 @@
+//! Test support: a fake bunq with a registered OAuth client, and the real gateway binary
+//! started against it.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bunq_oauth::{OAuthClientInfo, ensure_oauth_client};
+use bunq_session::{
+    BunqClient, ClientConfig, CredentialId, Environment, MemoryContextStore, RateLimitPolicy,
+    SessionManager, SessionManagerConfig,
+};
+use bunq_testkit::{FakeBunq, FakeConfig, SandboxUser};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+/// The bearer key the tests' gateways accept.
+pub const API_KEY: &str = "test-api-key-0123456789";
+/// Base64 of 32 bytes.
+pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// How long the tests wait for the gateway to start or stop.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A fake bunq with an OAuth client registered for `http://127.0.0.1:{port}/oauth/callback`,
+/// and a temporary directory for the gateway's config and database.
+pub struct Env {
+    pub fake: FakeBunq,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub oauth: OAuthClientInfo,
+    pub http: reqwest::Client,
+}
+
+/// A port that was free a moment ago (the gateway binds it right after).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        Env::with_fake(FakeConfig::default()).await
+    }
+
+    /// Starts the fake and registers the application's OAuth client the way an
+    /// operator would: with the API key of the application's own bunq user.
+    pub async fn with_fake(config: FakeConfig) -> Env {
+        let fake = FakeBunq::start_with(config).await.unwrap();
+        let port = free_port();
+        let owner = fake.create_sandbox_user();
+        let client = BunqClient::new(
+            ClientConfig::new(Environment::Custom {
+                api_base: fake.api_base(),
+            })
+            .rate_limits(RateLimitPolicy::disabled()),
+        )
+        .unwrap();
+        let manager = SessionManager::new(
+            client,
+            MemoryContextStore::new(),
+            SessionManagerConfig::default(),
+        );
+        let credential = CredentialId::new("app-owner");
+        manager
+            .connect(&credential, SecretString::from(owner.api_key.clone()))
+            .await
+            .unwrap();
+        let oauth = ensure_oauth_client(
+            &manager,
+            &credential,
+            owner.user_id,
+            &format!("http://127.0.0.1:{port}/oauth/callback"),
+        )
+        .await
+        .unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Env {
+            fake,
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            oauth,
+            http,
+        }
+    }
+
+    /// A complete config for this env; `extra` is appended (a `[http]` section, ...).
+    pub fn config_text(&self, state_ttl_seconds: u64) -> String {
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+database = "{db}"
+
+[bunq]
+environment = "sandbox"
+api_base_url = "{api}"
+oauth_authorize_url = "{auth}"
+oauth_token_url = "{token}"
+rate_limits = false
+
+[oauth]
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+state_ttl_seconds = {state_ttl_seconds}
+
+[security]
+encryption_key = "{MASTER_KEY}"
+api_keys = ["{API_KEY}"]
+
+[http]
+max_body_bytes = 4096
+"#,
+            port = self.port,
+            db = self.dir.path().join("gateway.sqlite3").display(),
+            api = self.fake.api_base(),
+            auth = self.fake.oauth_authorize_url(),
+            token = self.fake.oauth_token_url(),
+            client_id = self.oauth.client_id.as_str(),
+            client_secret = self.oauth.client_secret.expose_secret(),
+        )
+    }
+
+    /// Writes `text` as the config file and returns its path.
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts the gateway with the standard config.
+    pub fn start_gateway(&self) -> Gateway {
+        self.start_gateway_with_ttl(600)
+    }
+
+    pub fn start_gateway_with_ttl(&self, state_ttl_seconds: u64) -> Gateway {
+        let config = self.write_config("gateway.toml", &self.config_text(state_ttl_seconds));
+        Gateway::start(&config, self.dir.path())
+    }
+
+    /// A user the fake's consent page will act as (the `user_id` test hook).
+    pub fn end_user(&self) -> SandboxUser {
+        self.fake.create_sandbox_user()
+    }
+
+    /// `POST /v1/authorizations` → the response JSON.
+    pub async fn authorize(&self, gw: &Gateway, user_ref: &str, return_to: Option<&str>) -> Value {
+        let mut body = serde_json::json!({ "user_ref": user_ref });
+        if let Some(r) = return_to {
+            body["return_to"] = Value::from(r);
+        }
+        let response = self
+            .http
+            .post(format!("{}/v1/authorizations", gw.base))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    /// Follows the authorize URL at the fake (redirects disabled) as `end_user` and
+    /// returns the callback URL bunq redirects to.
+    pub async fn consent(&self, authorization_url: &str, end_user: u64) -> String {
+        let response = self
+            .http
+            .get(format!("{authorization_url}&user_id={end_user}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 302, "consent page did not redirect");
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// The whole flow for `user_ref`; returns the callback's response.
+    pub async fn connect(&self, gw: &Gateway, user_ref: &str, end_user: u64) -> reqwest::Response {
+        let auth = self
+            .authorize(gw, user_ref, Some("https://app.example/after"))
+            .await;
+        let callback = self
+            .consent(auth["authorization_url"].as_str().unwrap(), end_user)
+            .await;
+        assert!(callback.starts_with(&gw.base), "{callback}");
+        self.http.get(callback).send().await.unwrap()
+    }
+
+    /// A call through the proxy.
+    pub async fn proxy(
+        &self,
+        gw: &Gateway,
+        method: reqwest::Method,
+        user_ref: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(
+                method,
+                format!("{}/v1/users/{user_ref}/bunq/{path}", gw.base),
+            )
+            .bearer_auth(API_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `GET /v1/users/{user_ref}` → (status, JSON or Null).
+    pub async fn user(&self, gw: &Gateway, user_ref: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/v1/users/{user_ref}", gw.base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The real `bunq-gateway` binary, running.
+pub struct Gateway {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, from the binary's `listening on` line.
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    pub fn start(config: &Path, dir: &Path) -> Gateway {
+        let log = dir.join(format!("gateway-{}.log", free_port()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(PROCESS_TIMEOUT)
+            .unwrap_or_else(|_| {
+                panic!(
+                    "gateway did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .unwrap();
+        let base = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Gateway { child, base, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (through `kill`, as the workspace forbids unsafe code).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "gateway did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// What the gateway logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The one error type of this crate.
+
+use std::time::Duration;
+
+use bunq_signing::{KeyError, VerificationError};
+
+use crate::{ContextStoreError, CredentialId};
+
+/// bunq's wordings for "this session is dead" (both are seen in the wild).
+const INSUFFICIENT_AUTH: [&str; 2] = [
+    "Insufficient authorisation.",
+    "Insufficient authentication.",
+];
+
+/// Everything that can go wrong talking to bunq. Never carries a secret: no tokens, no
+/// keys, no request or response bodies beyond bunq's own error descriptions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot work (a malformed API base or header value, ...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The request did not complete: connection refused or reset, TLS, DNS, a body
+    /// that could not be read.
+    #[error("transport error on {endpoint}: {source}")]
+    Transport {
+        /// `METHOD path` of the call (path without query string).
+        endpoint: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The call took longer than the configured request timeout.
+    #[error("{endpoint} timed out after {after:?}")]
+    Timeout {
+        /// `METHOD path` of the call.
+        endpoint: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// bunq answered with a non-2xx status.
+    #[error("bunq answered {status}: {} (response id {})", descriptions.join(" "), response_id.as_deref().unwrap_or("none"))]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// Every `error_description` of bunq's `Error` array, in order.
+        descriptions: Vec<String>,
+        /// `X-Bunq-Client-Response-Id`, which bunq support asks for.
+        response_id: Option<String>,
+    },
+    /// bunq answered 429 (and retrying was not allowed or did not help), or our own
+    /// limiter could not fit the call in within its bounded wait.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited {
+        /// A conservative estimate of when a retry can succeed (bunq sends no Retry-After).
+        retry_after: Duration,
+    },
+    /// No session could be opened within the bounded wait: bunq allows one
+    /// `session-server` call per 30 s per IP for all users together, and the queue in
+    /// front of it is full.
+    #[error("no session capacity; retry after {retry_after:?}")]
+    SessionCapacity {
+        /// When the queue is expected to have room for this caller.
+        retry_after: Duration,
+    },
+    /// A response's `X-Bunq-Server-Signature` was missing or wrong. The body was dropped
+    /// unread: it may not come from bunq.
+    #[error("response of {endpoint} (status {status}) failed signature verification: {reason}")]
+    SignatureInvalid {
+        /// `METHOD path` of the call.
+        endpoint: String,
+        /// The HTTP status of the rejected response.
+        status: u16,
+        /// Why verification failed.
+        reason: VerificationError,
+        /// `X-Bunq-Client-Response-Id`, if present.
+        response_id: Option<String>,
+    },
+    /// A 2xx response whose body is not what bunq documents (not JSON, a missing field,
+    /// a missing object type).
+    #[error("unexpected response from {context}: {detail}")]
+    UnexpectedResponse {
+        /// What was being decoded (`POST session-server`, `Pagination`, ...).
+        context: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// No context for this credential: call `SessionManager::connect` first (or the
+    /// stored context belongs to another API base).
+    #[error("credential {0} is not connected")]
+    NotConnected(CredentialId),
+    /// The context store failed.
+    #[error(transparent)]
+    Store(#[from] ContextStoreError),
+    /// Key generation or a key from bunq was refused.
+    #[error("key: {0}")]
+    Key(#[from] KeyError),
+}
+
+impl Error {
+    /// Whether this is bunq's "the session is dead" answer: 401 or 403 with
+    /// "Insufficient authorisation." or "Insufficient authentication.".
+    pub fn is_insufficient_authorisation(&self) -> bool {
+        match self {
+            Error::Api {
+                status,
+                descriptions,
+                ..
+            } => is_dead_session(*status, descriptions),
+            _ => false,
+        }
+    }
+
+    /// When the caller may retry, for the errors that say so (rate limits, session
+    /// capacity): what a gateway sends as `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } | Error::SessionCapacity { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// `X-Bunq-Client-Response-Id` of the response behind this error, if any.
+    pub fn response_id(&self) -> Option<&str> {
+        match self {
+            Error::Api { response_id, .. } | Error::SignatureInvalid { response_id, .. } => {
+                response_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn unexpected(context: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::UnexpectedResponse {
+            context: context.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// 401/403 with one of bunq's dead-session wordings.
+pub(crate) fn is_dead_session(status: u16, descriptions: &[String]) -> bool {
+    (status == 401 || status == 403)
+        && descriptions
+            .iter()
+            .any(|d| INSUFFICIENT_AUTH.iter().any(|w| d.trim() == *w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_both_dead_session_wordings_only_on_401_and_403() {
+        let api = |status, d: &str| Error::Api {
+            status,
+            descriptions: vec![d.to_owned()],
+            response_id: None,
+        };
+        assert!(api(401, "Insufficient authorisation.").is_insufficient_authorisation());
+        assert!(api(403, "Insufficient authentication.").is_insufficient_authorisation());
+        assert!(!api(400, "Insufficient authorisation.").is_insufficient_authorisation());
+        assert!(!api(403, "Not allowed.").is_insufficient_authorisation());
+    }
+
+    #[test]
+    fn api_error_display_keeps_descriptions_and_response_id() {
+        let e = Error::Api {
+            status: 490,
+            descriptions: vec!["a.".into(), "b.".into()],
+            response_id: Some("rid-1".into()),
+        };
+        let text = e.to_string();
+        assert!(text.contains("490") && text.contains("a. b.") && text.contains("rid-1"));
+        assert_eq!(e.response_id(), Some("rid-1"));
+    }
+}

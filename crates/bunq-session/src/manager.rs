@@ -1,0 +1,435 @@
+//! [`SessionManager`]: one live session per credential, for many credentials at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::client::{ApiRequest, Auth, RawResponse};
+use crate::{ApiContext, BunqClient, ContextStore, CredentialId, Error, Installation, Session};
+
+/// How a [`SessionManager`] manages sessions.
+#[derive(Clone, Debug)]
+pub struct SessionManagerConfig {
+    /// Renew a session this long before bunq's expiry (default 30 s, like bunq's SDKs).
+    pub renew_margin: Duration,
+    /// Longest a caller waits for its turn at the session-server pacer before
+    /// [`Error::SessionCapacity`] (default 35 s: one bunq window and some slack).
+    pub session_wait_timeout: Duration,
+    /// `description` of `POST /device-server`.
+    pub device_description: String,
+    /// `permitted_ips` of `POST /device-server` (empty: the calling IP).
+    pub permitted_ips: Vec<String>,
+    /// After bunq refused to open a session for a credential (a revoked token, say),
+    /// further attempts for it fail fast with the same error for this long instead of
+    /// spending the process's scarce session-server slots (default 30 s).
+    pub refusal_backoff: Duration,
+}
+
+impl Default for SessionManagerConfig {
+    fn default() -> Self {
+        Self {
+            renew_margin: Duration::from_secs(30),
+            session_wait_timeout: Duration::from_secs(35),
+            device_description: "bunq-session".to_owned(),
+            permitted_ips: Vec::new(),
+            refusal_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a request needs, published for lock-free-ish reads on the hot path.
+struct Live {
+    installation: Installation,
+    session: Session,
+    /// `expires_at - renew_margin`.
+    renew_at: SystemTime,
+}
+
+/// Why bunq last refused a session for this credential.
+struct Refusal {
+    at: Instant,
+    status: u16,
+    descriptions: Vec<String>,
+    response_id: Option<String>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The full context (with the secret), loaded lazily from the store.
+    context: Option<ApiContext>,
+    refused: Option<Refusal>,
+}
+
+/// Per-credential state: the published session, and the lock that makes session
+/// creation single-flight.
+#[derive(Default)]
+struct Slot {
+    live: RwLock<Option<Arc<Live>>>,
+    renew: tokio::sync::Mutex<SlotState>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Live>> {
+        self.live.read().ok().and_then(|l| l.clone())
+    }
+
+    fn fresh(&self) -> Option<Arc<Live>> {
+        self.current()
+            .filter(|live| SystemTime::now() < live.renew_at)
+    }
+}
+
+struct Inner<S> {
+    client: BunqClient,
+    store: S,
+    config: SessionManagerConfig,
+    slots: RwLock<HashMap<CredentialId, Arc<Slot>>>,
+    creations: AtomicU64,
+}
+
+/// Keeps one live session per credential (API key or OAuth access token) for any
+/// number of credentials: caches sessions, renews them before expiry and after bunq
+/// declares one dead, and opens at most one session per credential at a time however
+/// many tasks ask. Contexts are persisted through the [`ContextStore`] after every
+/// lifecycle step, and a stored unexpired session is reused, so a restart opens none.
+///
+/// Cheap to clone; clones share everything.
+pub struct SessionManager<S: ContextStore> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: ContextStore> Clone for SessionManager<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: ContextStore> fmt::Debug for SessionManager<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("client", &self.inner.client)
+            .field("session_creations", &self.session_creations())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: ContextStore> SessionManager<S> {
+    /// A manager over `client` (share one client per process) and `store`.
+    pub fn new(client: BunqClient, store: S, config: SessionManagerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                config,
+                slots: RwLock::new(HashMap::new()),
+                creations: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &BunqClient {
+        &self.inner.client
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionManagerConfig {
+        &self.inner.config
+    }
+
+    /// How many `POST /session-server` calls this manager made (a metric: bunq allows
+    /// two a minute per IP).
+    pub fn session_creations(&self) -> u64 {
+        self.inner.creations.load(Ordering::Relaxed)
+    }
+
+    fn slot(&self, credential: &CredentialId) -> Arc<Slot> {
+        if let Some(slot) = self
+            .inner
+            .slots
+            .read()
+            .ok()
+            .and_then(|slots| slots.get(credential).cloned())
+        {
+            return slot;
+        }
+        match self.inner.slots.write() {
+            Ok(mut slots) => Arc::clone(slots.entry(credential.clone()).or_default()),
+            // A poisoned map only means another thread panicked mid-insert; a fresh,
+            // unshared slot still gives correct (if not single-flight) behaviour.
+            Err(_) => Arc::new(Slot::default()),
+        }
+    }
+
+    fn publish(&self, slot: &Slot, installation: &Installation, session: &Session) -> Arc<Live> {
+        let live = Arc::new(Live {
+            installation: installation.clone(),
+            session: session.clone(),
+            renew_at: session
+                .expires_at
+                .checked_sub(self.inner.config.renew_margin)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        });
+        if let Ok(mut current) = slot.live.write() {
+            *current = Some(Arc::clone(&live));
+        }
+        live
+    }
+
+    fn is_fresh(&self, session: &Session) -> bool {
+        SystemTime::now() + self.inner.config.renew_margin < session.expires_at
+    }
+
+    /// Connects a credential: installation → device-server → session-server (through
+    /// the pacer), saving the context to the store after each step. A stored context
+    /// for the same secret and API base is reused as far as it goes (an unexpired
+    /// session included), so connecting again costs nothing.
+    pub async fn connect(
+        &self,
+        credential: &CredentialId,
+        secret: SecretString,
+    ) -> Result<ApiContext, Error> {
+        let client = &self.inner.client;
+        let store = &self.inner.store;
+        let slot = self.slot(credential);
+        let mut state = slot.renew.lock().await;
+        let stored = store.load(credential).await?.filter(|ctx| {
+            // Both secrets are ours (not attacker-timed input), so a plain comparison
+            // is fine here.
+            ctx.api_base == client.api_base()
+                && ctx.secret.expose_secret() == secret.expose_secret()
+        });
+        let mut context = match stored {
+            Some(context) => context,
+            None => {
+                let context = ApiContext {
+                    api_base: client.api_base().to_owned(),
+                    secret,
+                    installation: client.installation().await?,
+                    device: None,
+                    session: None,
+                };
+                store.save(credential, &context).await?;
+                context
+            }
+        };
+        if context.device.is_none() {
+            let device = client
+                .device_server(
+                    &context.installation,
+                    &context.secret,
+                    &self.inner.config.device_description,
+                    &self.inner.config.permitted_ips,
+                )
+                .await?;
+            context.device = Some(device);
+            store.save(credential, &context).await?;
+        }
+        let session = match context.session.clone().filter(|s| self.is_fresh(s)) {
+            Some(session) => session,
+            None => {
+                let session = self.create_session(&context).await?;
+                context.session = Some(session.clone());
+                store.save(credential, &context).await?;
+                session
+            }
+        };
+        self.publish(&slot, &context.installation, &session);
+        state.refused = None;
+        state.context = Some(context.clone());
+        Ok(context)
+    }
+
+    async fn create_session(&self, context: &ApiContext) -> Result<Session, Error> {
+        let session = self
+            .inner
+            .client
+            .session_server_within(
+                &context.installation,
+                &context.secret,
+                self.inner.config.session_wait_timeout,
+            )
+            .await;
+        // Counted whatever the outcome: bunq counts the call, not the session.
+        if !matches!(session, Err(Error::SessionCapacity { .. })) {
+            self.inner.creations.fetch_add(1, Ordering::Relaxed);
+        }
+        session
+    }
+
+    /// A live session for `credential`: the cached one, else the stored one if still
+    /// good, else a new one (single-flight: concurrent callers share one creation).
+    pub async fn session(&self, credential: &CredentialId) -> Result<Session, Error> {
+        let live = self.live(credential).await?;
+        Ok(live.session.clone())
+    }
+
+    async fn live(&self, credential: &CredentialId) -> Result<Arc<Live>, Error> {
+        let slot = self.slot(credential);
+        match slot.fresh() {
+            Some(live) => Ok(live),
+            None => self.renew(credential, &slot, None).await,
+        }
+    }
+
+    /// Gets a usable session, creating one if needed. With `rejected`, bunq declared
+    /// that session dead: renew unless another task already replaced it.
+    async fn renew(
+        &self,
+        credential: &CredentialId,
+        slot: &Slot,
+        rejected: Option<&Session>,
+    ) -> Result<Arc<Live>, Error> {
+        let mut guard = slot.renew.lock().await;
+        let state = &mut *guard;
+        // Whoever held the lock before us may have done the work.
+        if let Some(live) = slot.fresh() {
+            let replaced = rejected.is_none_or(|dead| {
+                dead.token.expose_secret() != live.session.token.expose_secret()
+            });
+            if replaced {
+                return Ok(live);
+            }
+        }
+        if state.context.is_none() {
+            state.context = self
+                .inner
+                .store
+                .load(credential)
+                .await?
+                .filter(|ctx| ctx.api_base == self.inner.client.api_base());
+        }
+        let Some(context) = state.context.as_mut() else {
+            return Err(Error::NotConnected(credential.clone()));
+        };
+        // After a restart the store may hold a session that is still good.
+        if rejected.is_none() {
+            if let Some(session) = context.session.as_ref().filter(|s| self.is_fresh(s)) {
+                return Ok(self.publish(slot, &context.installation, session));
+            }
+        }
+        if let Some(refusal) = &state.refused {
+            if refusal.at.elapsed() < self.inner.config.refusal_backoff {
+                return Err(Error::Api {
+                    status: refusal.status,
+                    descriptions: refusal.descriptions.clone(),
+                    response_id: refusal.response_id.clone(),
+                });
+            }
+        }
+        let Some(context) = state.context.as_mut() else {
+            return Err(Error::NotConnected(credential.clone()));
+        };
+        if context.device.is_none() {
+            let device = self
+                .inner
+                .client
+                .device_server(
+                    &context.installation,
+                    &context.secret,
+                    &self.inner.config.device_description,
+                    &self.inner.config.permitted_ips,
+                )
+                .await?;
+            context.device = Some(device);
+            self.inner.store.save(credential, context).await?;
+        }
+        let session = match self.create_session(context).await {
+            Ok(session) => session,
+            Err(Error::Api {
+                status,
+                descriptions,
+                response_id,
+            }) if (400..500).contains(&status) => {
+                state.refused = Some(Refusal {
+                    at: Instant::now(),
+                    status,
+                    descriptions: descriptions.clone(),
+                    response_id: response_id.clone(),
+                });
+                return Err(Error::Api {
+                    status,
+                    descriptions,
+                    response_id,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        context.session = Some(session.clone());
+        // The session exists at bunq whether or not it can be stored: serve with it,
+        // and only report the store's failure (a restart would then open a new one).
+        if let Err(e) = self.inner.store.save(credential, context).await {
+            tracing::error!(%credential, error = %e, "could not persist the new session");
+        }
+        state.refused = None;
+        Ok(self.publish(slot, &context.installation, &session))
+    }
+
+    /// Sends `req` for `credential` with its live session. If bunq answers that the
+    /// session is dead (401/403 "Insufficient authorisation."), the session is renewed
+    /// once for all concurrent callers, and the call is retried once if it is
+    /// idempotent; a POST is never sent twice: its 401 response is returned as is.
+    pub async fn request(
+        &self,
+        credential: &CredentialId,
+        req: ApiRequest,
+    ) -> Result<RawResponse, Error> {
+        let slot = self.slot(credential);
+        let live = match slot.fresh() {
+            Some(live) => live,
+            None => self.renew(credential, &slot, None).await?,
+        };
+        let client = &self.inner.client;
+        let resp = client
+            .send(Auth::Session(&live.installation, &live.session), &req)
+            .await?;
+        if !resp.is_insufficient_authorisation() {
+            return Ok(resp);
+        }
+        tracing::debug!(%credential, "session rejected by bunq; renewing");
+        if !req.is_retryable() {
+            // Renew for the next call, but answer this one with bunq's refusal.
+            if let Err(e) = self.renew(credential, &slot, Some(&live.session)).await {
+                tracing::warn!(%credential, error = %e, "session renewal failed");
+            }
+            return Ok(resp);
+        }
+        let renewed = self.renew(credential, &slot, Some(&live.session)).await?;
+        client
+            .send(Auth::Session(&renewed.installation, &renewed.session), &req)
+            .await
+    }
+
+    /// Drops everything cached for `credential` (e.g. after the application deleted
+    /// the user); the store is the application's to clean.
+    pub async fn forget(&self, credential: &CredentialId) {
+        if let Ok(mut slots) = self.inner.slots.write() {
+            slots.remove(credential);
+        }
+    }
+
+    /// Closes the credential's session at bunq (`DELETE /session/{id}`) and forgets it.
+    pub async fn close(&self, credential: &CredentialId) -> Result<(), Error> {
+        let slot = self.slot(credential);
+        let live = slot.current();
+        self.forget(credential).await;
+        if let Some(live) = live {
+            self.inner
+                .client
+                .close_session(&live.installation, &live.session)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,508 @@
+//! Pins the exact requests the client sends (headers, bodies, signatures) and how it
+//! treats responses (verification, errors, retries), against mockito.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bunq_session::{
+    ApiRequest, BunqClient, ClientConfig, Environment, Error, Installation, RateLimitPolicy,
+    Session, UserKind,
+};
+use bunq_signing::{PrivateKey, PublicKey, VerificationError};
+use mockito::{Matcher, Request, Server};
+use secrecy::{ExposeSecret as _, SecretString};
+
+const INSTALLATION_TOKEN: &str = "installation-token-1";
+const SESSION_TOKEN: &str = "session-token-1";
+const UUID_V4: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
+
+fn fixture(path: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Our key (the fixture `private_key.pem`) and its public half, for checking requests.
+fn client_key() -> (PrivateKey, PublicKey) {
+    (
+        PrivateKey::from_pem(&fixture("signing/private_key.pem")).unwrap(),
+        PublicKey::from_pem(&fixture("signing/public_key.pem")).unwrap(),
+    )
+}
+
+/// The "server" key: `installation_response.json` carries its public half.
+fn server_key() -> PrivateKey {
+    PrivateKey::from_pem(&fixture("signing/other_private_key.pem")).unwrap()
+}
+
+fn client(server: &Server) -> BunqClient {
+    let mut config = ClientConfig::new(Environment::Custom {
+        api_base: format!("{}/v1", server.url()),
+    })
+    .user_agent("shape-test/1.0")
+    .rate_limits(RateLimitPolicy::disabled());
+    config.retry_backoff = Duration::from_millis(5);
+    config.max_retries = 2;
+    BunqClient::new(config).unwrap()
+}
+
+fn installation() -> Installation {
+    Installation {
+        id: 1,
+        token: SecretString::from(INSTALLATION_TOKEN),
+        private_key: client_key().0,
+        server_public_key: PublicKey::from_pem(&fixture("signing/other_public_key.pem")).unwrap(),
+    }
+}
+
+fn session() -> Session {
+    Session {
+        id: 9,
+        token: SecretString::from(SESSION_TOKEN),
+        user_id: 1,
+        kind: UserKind::UserPerson,
+        expires_at: SystemTime::now() + Duration::from_secs(3600),
+    }
+}
+
+/// The headers every request carries whatever its kind.
+fn with_standard_headers(mock: mockito::Mock) -> mockito::Mock {
+    mock.match_header("user-agent", "shape-test/1.0")
+        .match_header("x-bunq-language", "en_US")
+        .match_header("x-bunq-region", "nl_NL")
+        .match_header("x-bunq-geolocation", "0 0 0 0 000")
+        .match_header("cache-control", "no-cache")
+        .match_header("content-type", "application/json")
+        .match_header("x-bunq-client-request-id", Matcher::Regex(UUID_V4.into()))
+}
+
+/// Matches only requests whose `X-Bunq-Client-Signature` is valid for their body.
+fn signed_by_client_key(req: &Request) -> bool {
+    let (_, public) = client_key();
+    let Some(sig) = req.header("x-bunq-client-signature").first().copied() else {
+        return false;
+    };
+    public
+        .verify_body(req.body().unwrap(), sig.to_str().unwrap())
+        .is_ok()
+}
+
+fn signature_of(body: &str) -> String {
+    server_key().sign_body(body.as_bytes()).as_str().to_owned()
+}
+
+#[tokio::test]
+async fn installation_posts_the_public_key_unsigned_and_reads_token_and_server_key() {
+    let mut server = Server::new_async().await;
+    let (key, _) = client_key();
+    let expected_pem = key.public_key_pem().to_owned();
+    let mock = with_standard_headers(server.mock("POST", "/v1/installation"))
+        .match_header("x-bunq-client-authentication", Matcher::Missing)
+        .match_header("x-bunq-client-signature", Matcher::Missing)
+        .match_body(Matcher::Json(
+            serde_json::json!({ "client_public_key": expected_pem }),
+        ))
+        .with_body(fixture("installation_response.json"))
+        .create_async()
+        .await;
+    let inst = client(&server).installation_with_key(key).await.unwrap();
+    mock.assert_async().await;
+    assert_eq!(inst.id, 2140227);
+    assert!(inst.token.expose_secret().starts_with("a4f9ba3c"));
+    assert_eq!(
+        inst.server_public_key.to_pem().unwrap().trim(),
+        fixture("signing/other_public_key.pem").trim()
+    );
+}
+
+#[tokio::test]
+async fn installation_generates_a_fresh_key_each_time() {
+    let mut server = Server::new_async().await;
+    let _mock = server
+        .mock("POST", "/v1/installation")
+        .with_body(fixture("installation_response.json"))
+        .expect(2)
+        .create_async()
+        .await;
+    let client = client(&server);
+    let a = client.installation().await.unwrap();
+    let b = client.installation().await.unwrap();
+    assert_ne!(
+        a.private_key.public_key_pem(),
+        b.private_key.public_key_pem()
+    );
+}
+
+#[tokio::test]
+async fn device_server_sends_secret_and_ips_signed_with_the_installation_token() {
+    let mut server = Server::new_async().await;
+    let body = r#"{"Response":[{"Id":{"id":77}}]}"#;
+    let mock = with_standard_headers(server.mock("POST", "/v1/device-server"))
+        .match_header("x-bunq-client-authentication", INSTALLATION_TOKEN)
+        .match_body(Matcher::Json(serde_json::json!({
+            "description": "my server",
+            "secret": "api-key-1",
+            "permitted_ips": ["10.0.0.1"],
+        })))
+        .match_request(signed_by_client_key)
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    let device = client(&server)
+        .device_server(
+            &installation(),
+            &SecretString::from("api-key-1"),
+            "my server",
+            &["10.0.0.1".to_owned()],
+        )
+        .await
+        .unwrap();
+    mock.assert_async().await;
+    assert_eq!(device.id, 77);
+}
+
+#[tokio::test]
+async fn session_server_sends_the_secret_and_returns_a_typed_session() {
+    let mut server = Server::new_async().await;
+    let body = fixture("session_server_user_api_key.json");
+    let mock = with_standard_headers(server.mock("POST", "/v1/session-server"))
+        .match_header("x-bunq-client-authentication", INSTALLATION_TOKEN)
+        .match_body(Matcher::Json(
+            serde_json::json!({ "secret": "oauth-token" }),
+        ))
+        .match_request(signed_by_client_key)
+        .with_header("x-bunq-server-signature", &signature_of(&body))
+        .with_body(&body)
+        .create_async()
+        .await;
+    let client = client(&server);
+    let before = SystemTime::now();
+    let session = client
+        .session_server(&installation(), &SecretString::from("oauth-token"))
+        .await
+        .unwrap();
+    mock.assert_async().await;
+    assert_eq!(session.kind, UserKind::UserApiKey);
+    assert_eq!(session.user_id, 1964683);
+    assert_eq!(session.id, 26271775);
+    let lifetime = session.expires_at.duration_since(before).unwrap();
+    assert!(lifetime <= Duration::from_secs(324000) + Duration::from_secs(5));
+    assert!(lifetime >= Duration::from_secs(324000) - Duration::from_secs(5));
+    assert_eq!(client.session_server_calls(), 1);
+}
+
+#[tokio::test]
+async fn get_carries_the_session_token_and_a_valid_empty_body_signature() {
+    let mut server = Server::new_async().await;
+    let body = r#"{"Response":[]}"#;
+    let mock = with_standard_headers(server.mock("GET", "/v1/user/1/monetary-account-bank"))
+        .match_query(Matcher::UrlEncoded("count".into(), "10".into()))
+        .match_header("x-bunq-client-authentication", SESSION_TOKEN)
+        .match_request(signed_by_client_key)
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_header("x-bunq-client-response-id", "resp-123")
+        .with_body(body)
+        .create_async()
+        .await;
+    let resp = client(&server)
+        .request(
+            &installation(),
+            &session(),
+            ApiRequest::get("user/1/monetary-account-bank?count=10"),
+        )
+        .await
+        .unwrap();
+    mock.assert_async().await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.as_ref(), body.as_bytes());
+    assert_eq!(resp.response_id.as_deref(), Some("resp-123"));
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_request_id() {
+    let mut server = Server::new_async().await;
+    let body = "{}";
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_in_mock = Arc::clone(&seen);
+    let _mock = server
+        .mock("GET", "/v1/user")
+        .match_request(move |req| {
+            let id = req.header("x-bunq-client-request-id")[0]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            seen_in_mock.lock().unwrap().push(id);
+            true
+        })
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    let client = client(&server);
+    for _ in 0..3 {
+        client
+            .request(&installation(), &session(), ApiRequest::get("user"))
+            .await
+            .unwrap();
+    }
+    let mut ids = seen.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3);
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "request ids repeat: {ids:?}");
+}
+
+#[tokio::test]
+async fn post_body_is_signed_byte_for_byte() {
+    let mut server = Server::new_async().await;
+    let sent = r#"{"amount":{"value":"1.00","currency":"EUR"}}"#;
+    let body = r#"{"Response":[{"Id":{"id":5}}]}"#;
+    let mock = server
+        .mock("POST", "/v1/user/1/monetary-account/2/payment")
+        .match_body(sent)
+        .match_header("x-bunq-client-authentication", SESSION_TOKEN)
+        .match_request(signed_by_client_key)
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    let req = ApiRequest::new(
+        http::Method::POST,
+        "user/1/monetary-account/2/payment",
+        sent,
+    );
+    let resp = client(&server)
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap();
+    mock.assert_async().await;
+    assert_eq!(bunq_session::envelope::id(&resp.body).unwrap(), 5);
+}
+
+#[tokio::test]
+async fn response_signed_by_another_key_is_rejected_and_its_body_dropped() {
+    let mut server = Server::new_async().await;
+    let body = r#"{"Response":[{"Id":{"id":1}}]}"#;
+    let wrong = client_key().0.sign_body(body.as_bytes());
+    let _mock = server
+        .mock("GET", "/v1/user")
+        .with_header("x-bunq-server-signature", wrong.as_str())
+        .with_header("x-bunq-client-response-id", "resp-bad")
+        .with_body(body)
+        .create_async()
+        .await;
+    let err = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap_err();
+    match err {
+        Error::SignatureInvalid {
+            reason,
+            status,
+            response_id,
+            ..
+        } => {
+            assert_eq!(reason, VerificationError::Mismatch);
+            assert_eq!(status, 200);
+            assert_eq!(response_id.as_deref(), Some("resp-bad"));
+        }
+        other => panic!("expected SignatureInvalid, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unsigned_response_is_rejected_even_for_errors() {
+    let mut server = Server::new_async().await;
+    let _mock = server
+        .mock("GET", "/v1/user")
+        .with_status(401)
+        .with_body(fixture("error_response.json"))
+        .create_async()
+        .await;
+    let err = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SignatureInvalid {
+                reason: VerificationError::Missing,
+                status: 401,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn error_status_comes_back_verified_and_maps_to_api_error() {
+    let mut server = Server::new_async().await;
+    let body = r#"{"Error":[{"error_description":"First.","error_description_translated":"Eerste."},{"error_description":"Second."}]}"#;
+    let _mock = server
+        .mock("GET", "/v1/user")
+        .with_status(490)
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_header("x-bunq-client-response-id", "resp-490")
+        .with_body(body)
+        .create_async()
+        .await;
+    let resp = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 490);
+    match resp.into_result().unwrap_err() {
+        Error::Api {
+            status,
+            descriptions,
+            response_id,
+        } => {
+            assert_eq!(status, 490);
+            assert_eq!(descriptions, ["First.", "Second."]);
+            assert_eq!(response_id.as_deref(), Some("resp-490"));
+        }
+        other => panic!("expected Api, got {other:?}"),
+    }
+}
+
+/// A mock that answers `status` to the first `failures` requests and 200 after.
+async fn failing_then_ok(
+    server: &mut Server,
+    method: &str,
+    failures: usize,
+    status: usize,
+) -> (mockito::Mock, Arc<AtomicUsize>) {
+    let body = r#"{"Response":[]}"#;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let mock = server
+        .mock(method, "/v1/user/1/thing")
+        .with_status_code_from_request(move |_| {
+            if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                status
+            } else {
+                200
+            }
+        })
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    (mock, hits)
+}
+
+#[tokio::test]
+async fn get_backs_off_on_429_and_then_succeeds() {
+    let mut server = Server::new_async().await;
+    let (_mock, hits) = failing_then_ok(&mut server, "GET", 2, 429).await;
+    let resp = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user/1/thing"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn get_gives_up_after_bounded_429_retries() {
+    let mut server = Server::new_async().await;
+    let (_mock, hits) = failing_then_ok(&mut server, "GET", 100, 429).await;
+    let err = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user/1/thing"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "1 try + max_retries 2");
+}
+
+#[tokio::test]
+async fn post_is_never_resent_on_429_or_503() {
+    for status in [429, 503] {
+        let mut server = Server::new_async().await;
+        let (_mock, hits) = failing_then_ok(&mut server, "POST", 1, status).await;
+        let req = ApiRequest::post_json("user/1/thing", &serde_json::json!({"x": 1}));
+        let outcome = client(&server)
+            .request(&installation(), &session(), req)
+            .await;
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "status {status}: sent once");
+        match status {
+            429 => assert!(matches!(outcome, Err(Error::RateLimited { .. }))),
+            _ => assert_eq!(outcome.unwrap().status, 503),
+        }
+    }
+}
+
+#[tokio::test]
+async fn put_is_retried_only_when_marked_idempotent() {
+    let mut server = Server::new_async().await;
+    let (_mock, hits) = failing_then_ok(&mut server, "PUT", 1, 503).await;
+    let client = client(&server);
+    let plain = ApiRequest::put_json("user/1/thing", &serde_json::json!({}));
+    assert_eq!(
+        client
+            .request(&installation(), &session(), plain.clone())
+            .await
+            .unwrap()
+            .status,
+        503
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    hits.store(0, Ordering::SeqCst);
+    let resp = client
+        .request(&installation(), &session(), plain.idempotent())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn close_session_deletes_the_session_by_id() {
+    let mut server = Server::new_async().await;
+    let body = r#"{"Response":[]}"#;
+    let mock = server
+        .mock("DELETE", "/v1/session/9")
+        .match_header("x-bunq-client-authentication", SESSION_TOKEN)
+        .match_request(signed_by_client_key)
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    client(&server)
+        .close_session(&installation(), &session())
+        .await
+        .unwrap();
+    mock.assert_async().await;
+}
+
+#[tokio::test]
+async fn slow_response_is_a_timeout_error() {
+    // A listener that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = ClientConfig::new(Environment::Custom {
+        api_base: format!("http://{addr}/v1"),
+    })
+    .rate_limits(RateLimitPolicy::disabled())
+    .request_timeout(Duration::from_millis(200));
+    let mut config = config;
+    config.max_retries = 0;
+    let err = BunqClient::new(config)
+        .unwrap()
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+}

@@ -1,0 +1,128 @@
+//! The control endpoint under `/_fake`: knobs, counters and shortcuts over HTTP, for the
+//! `bunq-fake` binary (documented in the crate docs). Never counted, never delayed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::knobs::Knobs;
+use crate::server::Shared;
+
+fn bad(text: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": text}))).into_response()
+}
+
+/// `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...}}`.
+pub(crate) async fn calls(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({"total": shared.total_calls(), "calls": shared.all_calls()})).into_response()
+}
+
+/// What `POST /_fake/knobs` takes; every field is optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnobsBody {
+    session_timeout_secs: Option<u64>,
+    #[serde(default)]
+    expire_all_sessions: bool,
+    fail_next_with_insufficient_authorisation: Option<u32>,
+    tamper_next_signatures: Option<u32>,
+    latency_ms: Option<u64>,
+    fail_next_with_status: Option<FailWith>,
+    deny_consent: Option<bool>,
+    rate_limits: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct FailWith {
+    status: u16,
+    n: u32,
+}
+
+/// `POST /_fake/knobs`.
+pub(crate) async fn knobs(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let body: KnobsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("invalid knobs: {e}")),
+    };
+    if let Some(f) = &body.fail_next_with_status {
+        if StatusCode::from_u16(f.status).is_err() {
+            return bad(format!("invalid status {}", f.status));
+        }
+    }
+    let knobs = Knobs(shared);
+    if let Some(s) = body.session_timeout_secs {
+        knobs.set_session_timeout(Duration::from_secs(s));
+    }
+    if body.expire_all_sessions {
+        knobs.expire_all_sessions();
+    }
+    if let Some(n) = body.fail_next_with_insufficient_authorisation {
+        knobs.fail_next_with_insufficient_authorisation(n);
+    }
+    if let Some(n) = body.tamper_next_signatures {
+        knobs.tamper_next_signatures(n);
+    }
+    if let Some(ms) = body.latency_ms {
+        knobs.set_latency(Duration::from_millis(ms));
+    }
+    if let Some(f) = body.fail_next_with_status {
+        knobs.fail_next_with_status(f.status, f.n);
+    }
+    if let Some(d) = body.deny_consent {
+        knobs.deny_consent(d);
+    }
+    if let Some(on) = body.rate_limits {
+        knobs.set_rate_limits(on);
+    }
+    Json(json!({"ok": true})).into_response()
+}
+
+/// `POST /_fake/sandbox-user` → `{"user_id", "api_key", "monetary_account_ids"}`.
+pub(crate) async fn sandbox_user(State(shared): State<Arc<Shared>>) -> Response {
+    let (user_id, api_key, ids) = shared.world().create_sandbox_user();
+    Json(json!({"user_id": user_id, "api_key": api_key, "monetary_account_ids": ids}))
+        .into_response()
+}
+
+/// `POST /_fake/oauth-grant {"user_id"}` → `{"access_token"}`.
+pub(crate) async fn oauth_grant(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    struct Body {
+        user_id: u64,
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("expected {{\"user_id\": n}}: {e}")),
+    };
+    match crate::grant_oauth_access(&shared, body.user_id) {
+        Some(token) => Json(json!({"access_token": token})).into_response(),
+        None => bad(format!("unknown user {}", body.user_id)),
+    }
+}
+
+/// `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`.
+pub(crate) async fn balance(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let id = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
+    let (Some(user), Some(account)) = (id("user_id"), id("account_id")) else {
+        return bad("user_id and account_id are required numbers".to_owned());
+    };
+    match crate::balance_of(&shared, user, account) {
+        Some(b) => Json(json!({"balance": b})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such account of that user"})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,205 @@
+//! Knobs that make the fake misbehave on purpose, and bunq's rate limits.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::server::Shared;
+
+/// The knobs' current values; lock-free except for the status code pair.
+pub(crate) struct KnobState {
+    session_timeout: Mutex<Duration>,
+    fail_auth: AtomicU32,
+    tamper: AtomicU32,
+    latency_nanos: AtomicU64,
+    fail_status: Mutex<(u16, u32)>,
+    deny_consent: AtomicBool,
+    rate_limits: AtomicBool,
+}
+
+/// Decrements `counter` if positive; true when it did (this call is one of the next n).
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl KnobState {
+    pub fn new(session_timeout: Duration, rate_limits: bool) -> Self {
+        Self {
+            session_timeout: Mutex::new(session_timeout),
+            fail_auth: AtomicU32::new(0),
+            tamper: AtomicU32::new(0),
+            latency_nanos: AtomicU64::new(0),
+            fail_status: Mutex::new((0, 0)),
+            deny_consent: AtomicBool::new(false),
+            rate_limits: AtomicBool::new(rate_limits),
+        }
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        self.session_timeout
+            .lock()
+            .map(|d| *d)
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    pub fn take_tamper(&self) -> bool {
+        take_one(&self.tamper)
+    }
+
+    pub fn take_fail_auth(&self) -> bool {
+        take_one(&self.fail_auth)
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_nanos(self.latency_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The status to fail this call with, if the knob is armed.
+    pub fn take_fail_status(&self) -> Option<u16> {
+        let mut guard = self.fail_status.lock().ok()?;
+        let (status, n) = *guard;
+        if n == 0 {
+            return None;
+        }
+        *guard = (status, n - 1);
+        Some(status)
+    }
+
+    pub fn consent_denied(&self) -> bool {
+        self.deny_consent.load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limits_on(&self) -> bool {
+        self.rate_limits.load(Ordering::Relaxed)
+    }
+}
+
+/// A cheap handle on the running fake's knobs. Every knob takes effect on the next
+/// request; none needs a restart.
+#[derive(Clone)]
+pub struct Knobs(pub(crate) Arc<Shared>);
+
+impl std::fmt::Debug for Knobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knobs").finish_non_exhaustive()
+    }
+}
+
+impl Knobs {
+    /// The `session_timeout` reported in user objects of sessions created from now on,
+    /// and their lifetime. Existing sessions keep theirs.
+    pub fn set_session_timeout(&self, d: Duration) {
+        if let Ok(mut t) = self.0.knobs.session_timeout.lock() {
+            *t = d;
+        }
+    }
+
+    /// Ends every current session: their tokens now get 401 "Insufficient authorisation.".
+    pub fn expire_all_sessions(&self) {
+        if let Ok(mut world) = self.0.world.lock() {
+            world.sessions.clear();
+        }
+    }
+
+    /// The next `n` session-authenticated API calls (not installation, device-server,
+    /// session-server or sandbox-user-person) get 401 "Insufficient authorisation."
+    /// without executing, as when bunq drops a session early.
+    pub fn fail_next_with_insufficient_authorisation(&self, n: u32) {
+        self.0.knobs.fail_auth.store(n, Ordering::Release);
+    }
+
+    /// The next `n` responses carry a wrong `X-Bunq-Server-Signature`.
+    pub fn tamper_next_signatures(&self, n: u32) {
+        self.0.knobs.tamper.store(n, Ordering::Release);
+    }
+
+    /// Delays every request (API, OAuth) by `d` before it is handled.
+    pub fn set_latency(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.0.knobs.latency_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The next `n` calls (API and OAuth token endpoint) answer `status` with a bunq
+    /// error body, without executing.
+    pub fn fail_next_with_status(&self, status: u16, n: u32) {
+        if let Ok(mut f) = self.0.knobs.fail_status.lock() {
+            *f = (status, n);
+        }
+    }
+
+    /// While on, `GET /auth` redirects with `error=access_denied` instead of a code.
+    pub fn deny_consent(&self, deny: bool) {
+        self.0.knobs.deny_consent.store(deny, Ordering::Relaxed);
+    }
+
+    /// Switches bunq's rate limits on or off.
+    pub fn set_rate_limits(&self, on: bool) {
+        self.0.knobs.rate_limits.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Sliding-window rate limits per client IP and endpoint, as bunq counts them.
+#[derive(Default)]
+pub(crate) struct RateLimiter {
+    seen: HashMap<(IpAddr, &'static str), VecDeque<Instant>>,
+}
+
+impl RateLimiter {
+    /// Records a request if it is within `limit` per `window`; false when over.
+    pub fn admit(
+        &mut self,
+        ip: IpAddr,
+        endpoint: &'static str,
+        limit: usize,
+        window: Duration,
+    ) -> bool {
+        let now = Instant::now();
+        let log = self.seen.entry((ip, endpoint)).or_default();
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            log.pop_front();
+        }
+        if log.len() >= limit {
+            return false;
+        }
+        log.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_refuses_over_the_limit_and_forgets_after_the_window() {
+        let mut limiter = RateLimiter::default();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let window = Duration::from_millis(50);
+        for _ in 0..3 {
+            assert!(limiter.admit(ip, "GET /user", 3, window));
+        }
+        assert!(!limiter.admit(ip, "GET /user", 3, window));
+        assert!(limiter.admit(ip, "GET /user/{id}", 3, window));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(limiter.admit(ip, "GET /user", 3, window));
+    }
+
+    #[test]
+    fn counters_count_down_to_zero() {
+        let k = KnobState::new(Duration::from_secs(1), false);
+        k.tamper.store(2, Ordering::Release);
+        assert!(k.take_tamper());
+        assert!(k.take_tamper());
+        assert!(!k.take_tamper());
+        *k.fail_status.lock().unwrap() = (503, 1);
+        assert_eq!(k.take_fail_status(), Some(503));
+        assert_eq!(k.take_fail_status(), None);
+    }
+}

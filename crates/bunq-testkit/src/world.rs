@@ -1,0 +1,461 @@
+//! The fake bank's state: users, accounts, credentials, installations, sessions, OAuth
+//! clients and codes, payments. Plain data behind one mutex; no I/O here.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bunq_signing::PublicKey;
+use rand::Rng as _;
+use serde_json::{Value, json};
+
+/// What a user is; decides the object name in responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UserKind {
+    Person,
+    PaymentServiceProvider,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct User {
+    pub id: u64,
+    pub kind: UserKind,
+    pub display_name: String,
+    pub created: SystemTime,
+    pub accounts: Vec<u64>,
+    pub oauth_client: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Account {
+    pub id: u64,
+    pub user_id: u64,
+    pub description: String,
+    pub balance_cents: i64,
+    pub iban: String,
+    pub created: SystemTime,
+}
+
+/// An OAuth grant: `granted_by` let `requested_by` (the OAuth client's owner) act for it.
+/// `id` is the `UserApiKey` id that sessions made with the access token act as.
+#[derive(Clone, Debug)]
+pub(crate) struct Grant {
+    pub id: u64,
+    pub granted_by: u64,
+    pub requested_by: u64,
+    pub created: SystemTime,
+}
+
+pub(crate) struct Installation {
+    pub client_key: PublicKey,
+    pub device_registered: bool,
+}
+
+/// Who a session acts as.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Subject {
+    /// An API-key session of this user.
+    Person(u64),
+    /// An OAuth session: the `UserApiKey` id.
+    ApiKey(u64),
+}
+
+pub(crate) struct SessionRec {
+    pub installation_token: String,
+    pub subject: Subject,
+    pub expires_at: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CallbackUrl {
+    pub id: u64,
+    pub url: String,
+    pub created: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct OauthClient {
+    pub id: u64,
+    pub user_id: u64,
+    pub status: String,
+    pub display_name: String,
+    pub client_id: String,
+    pub secret: String,
+    pub callback_urls: Vec<CallbackUrl>,
+    pub created: SystemTime,
+}
+
+pub(crate) struct Code {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub user_id: u64,
+    pub state: Option<String>,
+    pub expires_at: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Payment {
+    pub id: u64,
+    pub account_id: u64,
+    pub amount_cents: i64,
+    pub counterparty: Value,
+    pub description: String,
+    pub created: SystemTime,
+}
+
+/// The whole fake bank.
+#[derive(Default)]
+pub(crate) struct World {
+    next_id: u64,
+    pub users: HashMap<u64, User>,
+    pub accounts: HashMap<u64, Account>,
+    /// API key → user id.
+    pub api_keys: HashMap<String, u64>,
+    /// OAuth access token → grant id.
+    pub access_tokens: HashMap<String, u64>,
+    pub grants: HashMap<u64, Grant>,
+    /// Installation token → installation.
+    pub installations: HashMap<String, Installation>,
+    /// Session token → session.
+    pub sessions: HashMap<String, SessionRec>,
+    pub oauth_clients: HashMap<u64, OauthClient>,
+    pub codes: HashMap<String, Code>,
+    /// `X-Bunq-Client-Request-Id` → the payment or request-inquiry id it created.
+    pub executed_requests: HashMap<String, u64>,
+    pub payments: Vec<Payment>,
+    /// The owner of the fake-internal OAuth client behind `grant_oauth_access`.
+    pub internal_psp: Option<u64>,
+}
+
+/// A fresh random token: 32 random bytes as 64 lowercase hex digits, like bunq's.
+pub(crate) fn random_token() -> String {
+    let bytes: [u8; 32] = rand::thread_rng().r#gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            // bunq ids are large; starting high keeps them from looking like indexes.
+            next_id: 1_000_000,
+            ..Self::default()
+        }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A sandbox `UserPerson` with an API key and two EUR accounts at 0.00.
+    pub fn create_sandbox_user(&mut self) -> (u64, String, Vec<u64>) {
+        let id = self.next_id();
+        let now = SystemTime::now();
+        let mut accounts = Vec::new();
+        for description in ["Main account", "Savings"] {
+            let aid = self.next_id();
+            self.accounts.insert(
+                aid,
+                Account {
+                    id: aid,
+                    user_id: id,
+                    description: description.to_owned(),
+                    balance_cents: 0,
+                    iban: iban_for(aid),
+                    created: now,
+                },
+            );
+            accounts.push(aid);
+        }
+        self.users.insert(
+            id,
+            User {
+                id,
+                kind: UserKind::Person,
+                display_name: format!("Sandbox User {id}"),
+                created: now,
+                accounts: accounts.clone(),
+                oauth_client: None,
+            },
+        );
+        let api_key = format!("sandbox_{}", random_token());
+        self.api_keys.insert(api_key.clone(), id);
+        (id, api_key, accounts)
+    }
+
+    /// Records that `granted_by` approved `requested_by`'s OAuth client; returns the
+    /// access token.
+    pub fn create_grant(&mut self, granted_by: u64, requested_by: u64) -> String {
+        let id = self.next_id();
+        self.grants.insert(
+            id,
+            Grant {
+                id,
+                granted_by,
+                requested_by,
+                created: SystemTime::now(),
+            },
+        );
+        let token = random_token();
+        self.access_tokens.insert(token.clone(), id);
+        token
+    }
+
+    /// The owner of the internal OAuth client, created on first use.
+    pub fn internal_psp(&mut self) -> u64 {
+        if let Some(id) = self.internal_psp {
+            return id;
+        }
+        let id = self.next_id();
+        self.users.insert(
+            id,
+            User {
+                id,
+                kind: UserKind::PaymentServiceProvider,
+                display_name: "bunq-fake OAuth app".to_owned(),
+                created: SystemTime::now(),
+                accounts: Vec::new(),
+                oauth_client: None,
+            },
+        );
+        self.internal_psp = Some(id);
+        id
+    }
+
+    /// The user whose accounts a session acts on.
+    pub fn owner_of(&self, subject: Subject) -> Option<u64> {
+        match subject {
+            Subject::Person(id) => Some(id),
+            Subject::ApiKey(gid) => self.grants.get(&gid).map(|g| g.granted_by),
+        }
+    }
+
+    pub fn user_json(&self, user_id: u64, timeout: Duration) -> Value {
+        let Some(user) = self.users.get(&user_id) else {
+            return Value::Null;
+        };
+        let secs = timeout.as_secs();
+        match user.kind {
+            UserKind::Person => json!({"UserPerson": {
+                "id": user.id,
+                "created": timestamp(user.created),
+                "updated": timestamp(user.created),
+                "alias": [{"type": "EMAIL", "value": format!("user{}@example.com", user.id), "name": user.display_name}],
+                "display_name": user.display_name,
+                "public_nick_name": user.display_name,
+                "first_name": "Sandbox",
+                "last_name": format!("User {}", user.id),
+                "legal_name": user.display_name,
+                "status": "ACTIVE",
+                "sub_status": "NONE",
+                "language": "en_US",
+                "region": "nl_NL",
+                "session_timeout": secs,
+            }}),
+            UserKind::PaymentServiceProvider => psp_json(user, secs),
+        }
+    }
+
+    /// `{"UserApiKey":{...}}` for a grant; both sides carry `session_timeout`.
+    pub fn user_api_key_json(&self, grant_id: u64, timeout: Duration) -> Value {
+        let Some(grant) = self.grants.get(&grant_id) else {
+            return Value::Null;
+        };
+        let requested_by = match self.users.get(&grant.requested_by) {
+            // bunq reports the OAuth client's owner as a payment service provider.
+            Some(u) => psp_json(u, timeout.as_secs()),
+            None => Value::Null,
+        };
+        json!({"UserApiKey": {
+            "id": grant.id,
+            "created": timestamp(grant.created),
+            "updated": timestamp(grant.created),
+            "requested_by_user": requested_by,
+            "granted_by_user": self.user_json(grant.granted_by, timeout),
+        }})
+    }
+
+    pub fn account_json(&self, account: &Account) -> Value {
+        let name = self
+            .users
+            .get(&account.user_id)
+            .map(|u| u.display_name.clone())
+            .unwrap_or_default();
+        json!({"MonetaryAccountBank": {
+            "id": account.id,
+            "created": timestamp(account.created),
+            "updated": timestamp(account.created),
+            "currency": "EUR",
+            "description": account.description,
+            "daily_limit": {"value": "1000.00", "currency": "EUR"},
+            "balance": {"value": format_cents(account.balance_cents), "currency": "EUR"},
+            "alias": [{"type": "IBAN", "value": account.iban, "name": name}],
+            "public_uuid": uuid::Uuid::from_u64_pair(0x6275_6e71_6661_6b65, account.id).to_string(),
+            "status": "ACTIVE",
+            "sub_status": "NONE",
+            "reason": "NONE",
+            "reason_description": "",
+            "user_id": account.user_id,
+            "display_name": name,
+        }})
+    }
+
+    pub fn oauth_client_json(client: &OauthClient) -> Value {
+        let callbacks: Vec<Value> = client
+            .callback_urls
+            .iter()
+            .map(|c| {
+                json!({"id": c.id, "created": timestamp(c.created), "updated": timestamp(c.created), "url": c.url})
+            })
+            .collect();
+        json!({"OauthClient": {
+            "id": client.id,
+            "created": timestamp(client.created),
+            "updated": timestamp(client.created),
+            "status": client.status,
+            "display_name": client.display_name,
+            "client_id": client.client_id,
+            "secret": client.secret,
+            "callback_url": callbacks,
+        }})
+    }
+
+    pub fn payment_json(&self, payment: &Payment) -> Value {
+        let account = self.accounts.get(&payment.account_id);
+        json!({"Payment": {
+            "id": payment.id,
+            "created": timestamp(payment.created),
+            "updated": timestamp(payment.created),
+            "monetary_account_id": payment.account_id,
+            "amount": {"value": format_cents(-payment.amount_cents), "currency": "EUR"},
+            "alias": {"iban": account.map(|a| a.iban.clone())},
+            "counterparty_alias": payment.counterparty,
+            "description": payment.description,
+            "type": "BUNQ",
+            "sub_type": "PAYMENT",
+        }})
+    }
+}
+
+fn psp_json(user: &User, secs: u64) -> Value {
+    json!({"UserPaymentServiceProvider": {
+        "id": user.id,
+        "created": timestamp(user.created),
+        "updated": timestamp(user.created),
+        "display_name": user.display_name,
+        "public_nick_name": user.display_name,
+        "status": "ACTIVE",
+        "session_timeout": secs,
+    }})
+}
+
+/// A Dutch bunq IBAN (`NLkkBUNQ` + 10 digits) with valid ISO 13616 check digits, so
+/// clients that validate IBANs accept it.
+pub(crate) fn iban_for(account_id: u64) -> String {
+    let bban = format!("BUNQ{:010}", account_id % 10_000_000_000);
+    // Move the country code and "00" to the end, letters as 10..35, then mod 97.
+    let rearranged = format!("{bban}NL00");
+    let mut remainder: u32 = 0;
+    for c in rearranged.chars() {
+        let value = c.to_digit(36).unwrap_or_default();
+        let digits = if value >= 10 { 100 } else { 10 };
+        remainder = (remainder * digits + value) % 97;
+    }
+    format!("NL{:02}{bban}", 98 - remainder)
+}
+
+/// `12345` → `"123.45"`, `-5` → `"-0.05"`.
+pub(crate) fn format_cents(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+/// Parses a positive amount such as `"500"`, `"12.5"` or `"0.01"` into cents.
+pub(crate) fn parse_amount(value: &str) -> Option<i64> {
+    let (whole, frac) = match value.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (value, ""),
+    };
+    if whole.is_empty()
+        || whole.len() > 12
+        || frac.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let frac: i64 = match frac.len() {
+        0 => 0,
+        1 => frac.parse::<i64>().ok()? * 10,
+        _ => frac.parse().ok()?,
+    };
+    let cents = whole.checked_mul(100)?.checked_add(frac)?;
+    (cents > 0).then_some(cents)
+}
+
+/// bunq's timestamp format, UTC: `2025-03-05 16:12:11.918100`.
+pub(crate) fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_and_format_like_bunq() {
+        assert_eq!(parse_amount("500"), Some(50_000));
+        assert_eq!(parse_amount("12.5"), Some(1_250));
+        assert_eq!(parse_amount("0.01"), Some(1));
+        for bad in ["", "-1", "0", "0.00", "1.234", "1e3", "abc", ".5"] {
+            assert_eq!(parse_amount(bad), None, "{bad}");
+        }
+        assert_eq!(format_cents(50_000), "500.00");
+        assert_eq!(format_cents(-5), "-0.05");
+    }
+
+    #[test]
+    fn ibans_have_valid_check_digits() {
+        let iban = iban_for(1_000_002);
+        assert!(iban.starts_with("NL") && iban.contains("BUNQ"), "{iban}");
+        // Full ISO 13616 check: rearranged number mod 97 == 1.
+        let rearranged = format!("{}{}", &iban[4..], &iban[..4]);
+        let mut r = 0u32;
+        for c in rearranged.chars() {
+            let v = c.to_digit(36).unwrap();
+            r = (r * if v >= 10 { 100 } else { 10 } + v) % 97;
+        }
+        assert_eq!(r, 1, "{iban}");
+    }
+
+    #[test]
+    fn timestamps_use_bunqs_format() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_741_191_131_918_100);
+        assert_eq!(timestamp(t), "2025-03-05 16:12:11.918100");
+    }
+}

@@ -1,0 +1,145 @@
+//! bunq's rate limits (429) and the `/_fake` control endpoint over HTTP.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bunq_testkit::{FakeBunq, FakeConfig};
+use common::Client;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn rate_limits_answer_429_per_endpoint_and_window() {
+    let fake = FakeBunq::start_with(FakeConfig {
+        rate_limits: true,
+        rate_limit_window: Duration::from_millis(500),
+        session_server_window: Duration::from_millis(500),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let user = fake.create_sandbox_user();
+    let (client, _) = Client::login(fake.api_base(), &user.api_key).await;
+    // A second session-server within the window is refused.
+    let mut second = Client::new(fake.api_base());
+    second.install().await;
+    assert_eq!(second.device(&user.api_key).await.status, 200);
+    let r = second.session(&user.api_key).await;
+    assert_eq!(r.status, 429);
+    assert!(r.error().contains("Too many requests"), "{}", r.error());
+
+    for _ in 0..3 {
+        assert_eq!(client.get("/user").await.status, 200);
+    }
+    let r = client.get("/user").await;
+    assert_eq!(r.status, 429);
+    // Another endpoint has its own budget.
+    assert_eq!(
+        client.get(&format!("/user/{}", user.user_id)).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(client.get("/user").await.status, 200);
+    assert_eq!(second.session(&user.api_key).await.status, 200);
+}
+
+#[tokio::test]
+async fn rate_limits_are_off_by_default_and_switch_on_by_knob() {
+    let fake = FakeBunq::start().await.unwrap();
+    let client = Client::new(fake.api_base());
+    for _ in 0..8 {
+        assert_eq!(
+            client.post("/sandbox-user-person", json!({})).await.status,
+            200
+        );
+    }
+    fake.knobs().set_rate_limits(true);
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(client.post("/sandbox-user-person", json!({})).await.status);
+        }
+        v
+    };
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429]);
+}
+
+#[tokio::test]
+async fn control_endpoint_sets_knobs_and_reports_calls() {
+    let fake = FakeBunq::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let control = fake.control_url();
+
+    let user: Value = http
+        .post(format!("{control}/sandbox-user"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_key = user["api_key"].as_str().unwrap();
+    let user_id = user["user_id"].as_u64().unwrap();
+    assert_eq!(user["monetary_account_ids"].as_array().unwrap().len(), 2);
+
+    let r = http
+        .post(format!("{control}/knobs"))
+        .json(&json!({"fail_next_with_insufficient_authorisation": 1, "session_timeout_secs": 99}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (client, s) = Client::login(fake.api_base(), api_key).await;
+    assert_eq!(s.item("UserPerson")["session_timeout"].as_u64(), Some(99));
+    assert_eq!(client.get("/user").await.status, 401);
+    assert_eq!(client.get("/user").await.status, 200);
+
+    let r = http
+        .post(format!("{control}/knobs"))
+        .json(&json!({"no_such_knob": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let grant: Value = http
+        .post(format!("{control}/oauth-grant"))
+        .json(&json!({"user_id": user_id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(grant["access_token"].as_str().unwrap().len(), 64);
+
+    let balance: Value = http
+        .get(format!("{control}/balance"))
+        .query(&[
+            ("user_id", user_id),
+            (
+                "account_id",
+                user["monetary_account_ids"][0].as_u64().unwrap(),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["balance"], "0.00");
+
+    let calls: Value = http
+        .get(format!("{control}/calls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["calls"]["POST /session-server"], 1);
+    assert_eq!(calls["calls"]["GET /user"], 2);
+    assert_eq!(calls["total"].as_u64(), Some(fake.total_calls()));
+}

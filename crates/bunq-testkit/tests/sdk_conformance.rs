@@ -1,0 +1,111 @@
+//! Conformance with bunq's official Python SDK: the SDK drives the fake through
+//! installation, device-server, session-server (API key and OAuth token), account
+//! listing and OAuth client registration, checking our response signatures with its own
+//! code while we check its request signatures with ours.
+//!
+//! Uses `$BUNQ_SDK_PYTHON` (set by `.ci/run`), else `target/bunq-sdk-venv/bin/python`,
+//! else `python3`, whichever can `import bunq`. Where none can, it prints why and
+//! returns: the rest of the suite must not need Python.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bunq_testkit::FakeBunq;
+use serde_json::Value;
+
+fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("BUNQ_SDK_PYTHON") {
+        out.push(PathBuf::from(p));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    out.push(workspace.join("target/bunq-sdk-venv/bin/python"));
+    out.push(PathBuf::from("python3"));
+    out
+}
+
+async fn python_with_sdk() -> Option<PathBuf> {
+    for python in candidates() {
+        let probe = tokio::process::Command::new(&python)
+            .args(["-c", "import bunq.sdk.context.api_context"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(20), probe).await {
+            if status.success() {
+                return Some(python);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_python_sdk_talks_to_the_fake() {
+    let Some(python) = python_with_sdk().await else {
+        println!(
+            "SKIPPED: no Python with the bunq-sdk package (set BUNQ_SDK_PYTHON, or run .ci/run to create target/bunq-sdk-venv)"
+        );
+        return;
+    };
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let end_user = fake.create_sandbox_user();
+    let access_token = fake.grant_oauth_access(end_user.user_id);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([
+            fake.api_base(),
+            user.api_key.clone(),
+            access_token,
+            fake.control_url(),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the SDK script finishes within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    assert_eq!(seen["user_id"].as_u64(), Some(user.user_id));
+    assert_eq!(seen["user_kind"], "UserPersonApiObject");
+    let ids: Vec<u64> = seen["account_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, user.monetary_account_ids);
+    assert_eq!(seen["balances"][0], "0.00");
+    assert_eq!(seen["page_size"], 1);
+    assert_eq!(seen["has_older_page"], true);
+    assert_eq!(seen["tampered_signature_refused"], true);
+    assert_eq!(seen["oauth_client_id"].as_str().unwrap().len(), 64);
+    assert_eq!(seen["oauth_secret"].as_str().unwrap().len(), 64);
+    assert_eq!(seen["callback_urls"][0], "http://127.0.0.1:9/callback");
+    assert_eq!(seen["oauth_clients_listed"], 1);
+    assert_eq!(seen["oauth_user_kind"], "UserApiKeyApiObject");
+    let oauth_ids: Vec<u64> = seen["oauth_account_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(oauth_ids, end_user.monetary_account_ids);
+
+    // What the SDK did, as the fake saw it.
+    assert_eq!(fake.calls("POST /installation"), 2);
+    assert_eq!(fake.calls("POST /session-server"), 2);
+    assert_eq!(fake.calls("POST /user/{id}/oauth-client"), 1);
+    assert_eq!(fake.calls("DELETE /session/{id}"), 1);
+}

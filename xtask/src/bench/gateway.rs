@@ -1,0 +1,366 @@
+//! The real `bunq-gateway` binary (release build) in front of an in-process bunq-fake:
+//! starting it with a timed `/readyz`, onboarding and connecting users through the real
+//! OAuth redirects, and reading a user's session from the gateway's own store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bunq_store::{MasterKey, Store};
+use serde_json::{Value, json};
+
+/// Bounded waits.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `cargo build --release -p bunq-gateway`, returning the executable's path.
+pub fn build_release(workspace: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "bunq-gateway",
+            "--bin",
+            "bunq-gateway",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo build --release -p bunq-gateway failed ({})",
+            output.status
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bunq-gateway")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "cargo reported no bunq-gateway executable".to_owned())
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// A gateway child process. Killed on drop.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// From spawning the process to the first `/readyz` 200.
+    pub ready_after: Duration,
+}
+
+impl GatewayProcess {
+    /// Spawns `bin --config config` and polls `/readyz` every 2 ms (bounded); stderr goes
+    /// to `log`.
+    pub async fn start(bin: &Path, config: &Path, url: &str, log: &Path) -> Result<Self, String> {
+        let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let mut gateway = GatewayProcess {
+            child: Some(child),
+            url: url.to_owned(),
+            ready_after: Duration::ZERO,
+        };
+        while started.elapsed() < READY_TIMEOUT {
+            if let Some(child) = gateway.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    return Err(format!("gateway exited at start with {status}: {log}"));
+                }
+            }
+            if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+                if r.status().is_success() {
+                    gateway.ready_after = started.elapsed();
+                    return Ok(gateway);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(format!("{url}/readyz not ready within {READY_TIMEOUT:?}"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then a bounded wait for a graceful exit (SIGKILL after it).
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus, String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("gateway already stopped".into());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "no exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM; killed"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One gateway call that must answer `expect`; returns its JSON body.
+pub async fn call(
+    http: &reqwest::Client,
+    bearer: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+    expect: u16,
+) -> Result<Value, String> {
+    let mut request = http
+        .request(method.clone(), url)
+        .header("Authorization", bearer);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if status != expect {
+        return Err(format!(
+            "{method} {url}: expected {expect}, got {status}: {text}"
+        ));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{method} {url}: not JSON ({e}): {text}"))
+}
+
+/// Connects `user_ref` the way an end user does: `POST /v1/authorizations`, then the
+/// browser's trip through the fake's consent page back to the gateway's callback.
+/// Returns the bunq user id the gateway reports.
+pub async fn connect_user(
+    http: &reqwest::Client,
+    bearer: &str,
+    gateway: &str,
+    user_ref: &str,
+) -> Result<u64, String> {
+    let body = call(
+        http,
+        bearer,
+        reqwest::Method::POST,
+        &format!("{gateway}/v1/authorizations"),
+        Some(json!({ "user_ref": user_ref })),
+        201,
+    )
+    .await?;
+    let url = body["authorization_url"]
+        .as_str()
+        .ok_or("no authorization_url")?
+        .to_owned();
+    let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        let status = response.status();
+        return Err(format!(
+            "callback ended with {status}: {}",
+            response.text().await.unwrap_or_default()
+        ));
+    }
+    let user = call(
+        http,
+        bearer,
+        reqwest::Method::GET,
+        &format!("{gateway}/v1/users/{user_ref}"),
+        None,
+        200,
+    )
+    .await?;
+    user["bunq_user_id"]
+        .as_u64()
+        .ok_or_else(|| format!("no bunq_user_id in {user}"))
+}
+
+/// The parts of the gateway's config the bench needs.
+pub struct ConfigFacts {
+    /// The master key (inline in configs written by sandbox-setup).
+    pub master_key: MasterKey,
+    /// The whole config, to derive variants from.
+    pub table: toml::Table,
+}
+
+/// Reads the master key out of a config written by sandbox-setup.
+pub fn read_config(path: &Path) -> Result<ConfigFacts, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let security = table.get("security").and_then(toml::Value::as_table);
+    let master_key = match (
+        security
+            .and_then(|s| s.get("encryption_key"))
+            .and_then(toml::Value::as_str),
+        security
+            .and_then(|s| s.get("encryption_key_file"))
+            .and_then(toml::Value::as_str),
+    ) {
+        (Some(b64), _) => MasterKey::from_base64(b64),
+        (None, Some(file)) => MasterKey::from_file(file),
+        _ => return Err("the config has no security.encryption_key".into()),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(ConfigFacts { master_key, table })
+}
+
+/// Writes a copy of `facts`' config with another listen address and database.
+pub fn write_variant(
+    facts: &ConfigFacts,
+    out: &Path,
+    port: u16,
+    database: &Path,
+) -> Result<(), String> {
+    let mut table = facts.table.clone();
+    table.insert("listen".into(), format!("127.0.0.1:{port}").into());
+    table.insert(
+        "public_url".into(),
+        format!("http://127.0.0.1:{port}").into(),
+    );
+    table.insert("database".into(), database.display().to_string().into());
+    let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+    crate::sandbox::write_private_file(out, text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The headers the gateway sends bunq for `user_ref`'s GETs, read from the gateway's
+/// own store: its session token and its installation key's empty-body signature (plus
+/// bunq's standard headers). Also returns the session's user id. nginx gets exactly
+/// these, so both proxies use one session.
+pub async fn session_headers(
+    database: &Path,
+    key: MasterKey,
+    user_ref: &str,
+) -> Result<(Vec<(String, String)>, u64), String> {
+    use secrecy::ExposeSecret as _;
+    let store = Store::open(database, key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let context = store
+        .load_context(user_ref)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = store.close().await;
+    let context = context?.ok_or_else(|| format!("no context stored for {user_ref}"))?;
+    let session = context
+        .session
+        .ok_or_else(|| format!("no session stored for {user_ref}"))?;
+    let signature = context.installation.private_key.sign_body(b"");
+    let headers = vec![
+        ("User-Agent".to_owned(), "bunq-bench-nginx/1.0".to_owned()),
+        ("Cache-Control".to_owned(), "no-cache".to_owned()),
+        ("X-Bunq-Geolocation".to_owned(), "0 0 0 0 000".to_owned()),
+        ("X-Bunq-Language".to_owned(), "en_US".to_owned()),
+        ("X-Bunq-Region".to_owned(), "nl_NL".to_owned()),
+        (
+            "X-Bunq-Client-Authentication".to_owned(),
+            session.token.expose_secret().to_owned(),
+        ),
+        (
+            "X-Bunq-Client-Signature".to_owned(),
+            signature.as_str().to_owned(),
+        ),
+    ];
+    Ok((headers, session.user_id))
+}
+
+/// Reads one counter (summed over its series) from the gateway's `/metrics`.
+pub async fn metric(http: &reqwest::Client, gateway: &str, name: &str) -> Result<f64, String> {
+    let text = http
+        .get(format!("{gateway}/metrics"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(sum_metric(&text, name))
+}
+
+/// Sums the samples of `name` (exact, or with labels) in Prometheus text.
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_a_counter_over_its_labels_only() {
+        let text = "# HELP x\nbunq_session_creations_total 3\nbunq_calls_total{e=\"a\"} 2\nbunq_calls_total{e=\"b\"} 5\nbunq_calls_total_other 100\n";
+        assert_eq!(sum_metric(text, "bunq_calls_total"), 7.0);
+        assert_eq!(sum_metric(text, "bunq_session_creations_total"), 3.0);
+        assert_eq!(sum_metric(text, "missing"), 0.0);
+    }
+
+    #[test]
+    fn variant_config_changes_listen_and_database_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = dir.path().join("a.toml");
+        std::fs::write(
+            &original,
+            format!(
+                "listen = \"127.0.0.1:1\"\ndatabase = \"a.db\"\n[security]\nencryption_key = \"{}\"\n[oauth]\nclient_id = \"c\"\n",
+                secrecy::ExposeSecret::expose_secret(&MasterKey::generate().unwrap().to_base64())
+            ),
+        )
+        .unwrap();
+        let facts = read_config(&original).unwrap();
+        let out = dir.path().join("b.toml");
+        write_variant(&facts, &out, 2, Path::new("/x/b.db")).unwrap();
+        let b: toml::Table = std::fs::read_to_string(&out).unwrap().parse().unwrap();
+        assert_eq!(b["listen"].as_str(), Some("127.0.0.1:2"));
+        assert_eq!(b["database"].as_str(), Some("/x/b.db"));
+        assert_eq!(b["oauth"]["client_id"].as_str(), Some("c"));
+    }
+}

@@ -1,0 +1,409 @@
+//! `cargo xtask demo`: the whole flow on one machine with no bunq account and no network.
+//!
+//! Starts a fake bunq (in this process) and the real `bunq-gateway` binary (a child
+//! process, SQLite file under `target/demo/`), runs sandbox-setup against the fake,
+//! connects a demo end user through the real OAuth redirects, lists their accounts, tops
+//! one up and pays from it through the gateway, then shuts everything down.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bunq_testkit::{FakeBunq, FakeConfig};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+
+use crate::progress::{Progress, StepError};
+use crate::sandbox::{self, SandboxArgs};
+
+/// The command line of `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Leave the fake bunq and the gateway running, print their URLs, and wait for Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+const DEMO_USER: &str = "demo-alice";
+/// Bounded waits: the demo must end on its own.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
+    let started = Instant::now();
+    let workspace = workspace_root();
+    let demo_dir = workspace.join("target/demo");
+    // A fresh database each run: the demo shows a first connection.
+    let _ = std::fs::remove_dir_all(&demo_dir);
+    std::fs::create_dir_all(&demo_dir)
+        .map_err(|e| fail("prepare target/demo", e, "check disk space"))?;
+
+    let mut progress = Progress::new(9);
+    let gateway_bin = progress
+        .step(
+            "build bunq-gateway",
+            "run `cargo build -p bunq-gateway` to see the compiler's message",
+            async { build_gateway(&workspace).map(|p| (p.clone(), p.display().to_string())) },
+        )
+        .await?;
+
+    let fake = progress
+        .step("start bunq-fake", "is 127.0.0.1 available?", async {
+            let fake = FakeBunq::start_with(FakeConfig::default()).await?;
+            let line = format!("API {}", fake.api_base());
+            Ok::<_, bunq_testkit::FakeError>((fake, line))
+        })
+        .await?;
+
+    let port = free_port().map_err(|e| fail("pick a port", e, "is 127.0.0.1 available?"))?;
+    let gateway_url = format!("http://127.0.0.1:{port}");
+    let setup = SandboxArgs {
+        api_base_url: fake.api_base(),
+        oauth_authorize_url: Some(fake.oauth_authorize_url()),
+        oauth_token_url: Some(fake.oauth_token_url()),
+        out: demo_dir.join("gateway.toml"),
+        callback_url: format!("{gateway_url}/oauth/callback"),
+        api_key: None,
+        no_money: false,
+        context_file: demo_dir.join("bunq-sandbox.json"),
+        database: demo_dir.join("bunq-gateway.sqlite3").display().to_string(),
+    };
+    println!(
+        "---- cargo xtask sandbox-setup --api-base-url {} ----",
+        setup.api_base_url
+    );
+    let outcome = sandbox::run(&setup).await?;
+    println!("---- sandbox-setup done ----");
+    let bearer = format!("Bearer {}", outcome.gateway_api_key.expose_secret());
+
+    let gateway = progress
+        .step(
+            "start bunq-gateway",
+            "read the gateway's log above",
+            start_gateway(&gateway_bin, &outcome.config_path, &gateway_url),
+        )
+        .await?;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| fail("HTTP client", e, "none"))?;
+
+    let authorization_url = progress
+        .step(
+            "POST /v1/authorizations",
+            "check the gateway's log",
+            async {
+                let body = call(
+                    &http,
+                    &bearer,
+                    reqwest::Method::POST,
+                    &format!("{gateway_url}/v1/authorizations"),
+                    Some(json!({ "user_ref": DEMO_USER })),
+                    201,
+                )
+                .await?;
+                let url = body["authorization_url"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok::<_, String>((url.clone(), format!("send {DEMO_USER} to {url}")))
+            },
+        )
+        .await?;
+
+    progress
+        .step(
+            "the end user consents at bunq (redirects followed like a browser)",
+            "check the gateway's log for the callback",
+            async {
+                // reqwest follows the fake's 302 to the gateway's /oauth/callback.
+                let response = http
+                    .get(&authorization_url)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let landed = response.url().path().to_owned();
+                if !status.is_success() {
+                    return Err(format!(
+                        "ended at {landed} with {status}: {}",
+                        response.text().await.unwrap_or_default()
+                    ));
+                }
+                Ok(((), format!("landed on {landed} with {status}")))
+            },
+        )
+        .await?;
+
+    let bunq_user_id = progress
+        .step(
+            "GET /v1/users/demo-alice",
+            "the callback did not connect the user",
+            async {
+                let body = call(
+                    &http,
+                    &bearer,
+                    reqwest::Method::GET,
+                    &format!("{gateway_url}/v1/users/{DEMO_USER}"),
+                    None,
+                    200,
+                )
+                .await?;
+                let id = body["bunq_user_id"].as_u64().ok_or("no bunq_user_id")?;
+                Ok::<_, String>((id, format!("connected as bunq user {id}")))
+            },
+        )
+        .await?;
+
+    let proxy = format!("{gateway_url}/v1/users/{DEMO_USER}/bunq/user/{bunq_user_id}");
+    let account_id = progress
+        .step(
+            "list monetary accounts through the gateway",
+            "check the gateway's log",
+            async {
+                let body = call(
+                    &http,
+                    &bearer,
+                    reqwest::Method::GET,
+                    &format!("{proxy}/monetary-account-bank"),
+                    None,
+                    200,
+                )
+                .await?;
+                let accounts = accounts(&body);
+                let first = accounts.first().map(|a| a.0).ok_or("no accounts")?;
+                let listed = accounts
+                    .iter()
+                    .map(|(id, balance)| format!("#{id} EUR {balance}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Ok::<_, String>((first, listed))
+            },
+        )
+        .await?;
+
+    progress
+        .step("top up from sugardaddy@bunq.com, then pay EUR 12.50", "check the gateway's log", async {
+            let inquiry = json!({
+                "amount_inquired": { "value": "100.00", "currency": "EUR" },
+                "counterparty_alias": { "type": "EMAIL", "value": "sugardaddy@bunq.com", "name": "Sugar Daddy" },
+                "description": "demo top-up", "allow_bunqme": false,
+            });
+            call(&http, &bearer, reqwest::Method::POST, &format!("{proxy}/monetary-account/{account_id}/request-inquiry"), Some(inquiry), 200).await?;
+            let payment = json!({
+                "amount": { "value": "12.50", "currency": "EUR" },
+                "counterparty_alias": { "type": "EMAIL", "value": "sugardaddy@bunq.com", "name": "Sugar Daddy" },
+                "description": "demo payment",
+            });
+            let body = call(&http, &bearer, reqwest::Method::POST, &format!("{proxy}/monetary-account/{account_id}/payment"), Some(payment), 200).await?;
+            let payment_id = body.pointer("/Response/0/Id/id").and_then(Value::as_u64).ok_or("no payment id")?;
+            let after = call(&http, &bearer, reqwest::Method::GET, &format!("{proxy}/monetary-account-bank"), None, 200).await?;
+            let balance = accounts(&after).into_iter().find(|a| a.0 == account_id).map(|a| a.1).unwrap_or_default();
+            Ok::<_, String>(((), format!("payment {payment_id}; account #{account_id} now holds EUR {balance}")))
+        })
+        .await?;
+
+    if args.keep_running {
+        println!(
+            "\nRunning. Try:\n  curl -H '{bearer}' {gateway_url}/v1/users/{DEMO_USER}\n  curl -H '{bearer}' {proxy}/monetary-account-bank\n  fake bunq: {}  (control: {})\nCtrl-C to stop.",
+            fake.api_base(),
+            fake.control_url()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+
+    progress
+        .step(
+            "shut down",
+            "a process may be left: check `pgrep bunq-gateway`",
+            async {
+                let code = gateway.terminate()?;
+                fake.shutdown().await;
+                Ok::<_, String>(((), format!("gateway exited with {code}; fake stopped")))
+            },
+        )
+        .await?;
+    println!(
+        "\nDemo finished in {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn fail(step: &str, e: impl std::fmt::Display, hint: &str) -> StepError {
+    StepError {
+        step: step.into(),
+        detail: e.to_string(),
+        hint: hint.into(),
+    }
+}
+
+/// (id, balance) of each account in a monetary-account-bank list.
+fn accounts(body: &Value) -> Vec<(u64, String)> {
+    body["Response"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("MonetaryAccountBank"))
+        .filter_map(|a| {
+            let id = a["id"].as_u64()?;
+            let balance = a
+                .pointer("/balance/value")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            Some((id, balance.to_owned()))
+        })
+        .collect()
+}
+
+/// One gateway call that must answer `expect`; returns its JSON body.
+async fn call(
+    http: &reqwest::Client,
+    bearer: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+    expect: u16,
+) -> Result<Value, String> {
+    let mut request = http
+        .request(method.clone(), url)
+        .header("Authorization", bearer);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if status != expect {
+        return Err(format!(
+            "{method} {url}: expected {expect}, got {status}: {text}"
+        ));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{method} {url}: not JSON ({e}): {text}"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Builds the gateway with the same cargo and returns its executable's path.
+fn build_gateway(workspace: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "bunq-gateway",
+            "--bin",
+            "bunq-gateway",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo build failed ({})", output.status));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bunq-gateway")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "cargo reported no bunq-gateway executable".to_owned())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The gateway child process; killed if dropped without [`Gateway::terminate`].
+pub struct Gateway(Option<Child>);
+
+impl Gateway {
+    /// SIGTERM, then a bounded wait for a graceful exit.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus, String> {
+        let Some(mut child) = self.0.take() else {
+            return Err("gateway already stopped".into());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "no exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM; killed"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the gateway and waits (bounded) until `/readyz` answers 200.
+pub async fn start_gateway(
+    bin: &Path,
+    config: &Path,
+    url: &str,
+) -> Result<(Gateway, String), String> {
+    let child = Command::new(bin)
+        .args(["--config", &config.display().to_string()])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    let mut gateway = Gateway(Some(child));
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    while started.elapsed() < READY_TIMEOUT {
+        if let Some(child) = gateway.0.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("gateway exited at start with {status}"));
+            }
+        }
+        if let Ok(r) = http
+            .get(format!("{url}/readyz"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+        {
+            if r.status().is_success() {
+                return Ok((
+                    gateway,
+                    format!("{url} ready after {} ms", started.elapsed().as_millis()),
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("{url}/readyz not ready within {READY_TIMEOUT:?}"))
+}

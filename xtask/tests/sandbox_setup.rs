@@ -1,0 +1,164 @@
+//! `cargo xtask sandbox-setup` end to end against bunq-testkit, including the idempotent
+//! second run.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bunq_testkit::FakeBunq;
+
+async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sandbox-setup".to_owned(),
+        "--api-base-url".into(),
+        fake.api_base(),
+        "--oauth-authorize-url".into(),
+        fake.oauth_authorize_url(),
+        "--oauth-token-url".into(),
+        fake.oauth_token_url(),
+        "--out".into(),
+        dir.join("gateway.toml").display().to_string(),
+        "--context-file".into(),
+        dir.join("bunq-sandbox.json").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn config(dir: &Path) -> toml::Table {
+    std::fs::read_to_string(dir.join("gateway.toml"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+const ONCE_PER_SETUP: [&str; 5] = [
+    "POST /sandbox-user-person",
+    "POST /installation",
+    "POST /session-server",
+    "POST /user/{id}/oauth-client",
+    "POST /user/{id}/monetary-account/{aid}/request-inquiry",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sets_up_once_and_reuses_everything_on_the_second_run() {
+    let fake = FakeBunq::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let first = sandbox_setup(&fake, dir.path(), &[]).await;
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for step in ["[1/5]", "[5/5]", "new sandbox user created", "Next:"] {
+        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
+    }
+    for endpoint in ONCE_PER_SETUP {
+        assert_eq!(fake.calls(endpoint), 1, "{endpoint}");
+    }
+
+    #[cfg(unix)]
+    for file in ["gateway.toml", "bunq-sandbox.json"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let written = config(dir.path());
+    assert_eq!(
+        written["bunq"]["api_base_url"].as_str(),
+        Some(fake.api_base().as_str())
+    );
+    assert_eq!(written["bunq"]["rate_limits"].as_bool(), Some(false));
+    assert!(!written["oauth"]["client_id"].as_str().unwrap().is_empty());
+    assert!(
+        !written["oauth"]["client_secret"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(written["security"]["encryption_key"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(key.len(), 32);
+
+    // The sandbox user got money.
+    let context: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bunq-sandbox.json")).unwrap())
+            .unwrap();
+    let user_id = context["sandbox-owner"]["session"]["user_id"]
+        .as_u64()
+        .unwrap();
+    assert!(user_id > 0);
+
+    let second = sandbox_setup(&fake, dir.path(), &[]).await;
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(stdout.contains("reused"), "{stdout}");
+    // No new user, installation, session, OAuth client or top-up.
+    for endpoint in ONCE_PER_SETUP {
+        assert_eq!(fake.calls(endpoint), 1, "{endpoint} after the second run");
+    }
+    let again = config(dir.path());
+    assert_eq!(
+        again["security"], written["security"],
+        "keys must survive a re-run"
+    );
+    assert_eq!(again["oauth"]["client_id"], written["oauth"]["client_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_api_key_and_no_money_skip_user_creation_and_top_up() {
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sandbox_setup(
+        &fake,
+        dir.path(),
+        &["--api-key", &user.api_key, "--no-money"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fake.calls("POST /sandbox-user-person"), 0);
+    assert_eq!(
+        fake.calls("POST /user/{id}/monetary-account/{aid}/request-inquiry"),
+        0
+    );
+    // The secret never reaches the terminal.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&user.api_key));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_names_the_step_and_what_to_do() {
+    let fake = FakeBunq::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sandbox_setup(&fake, dir.path(), &["--api-key", "not-a-key-bunq-issued"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("installation, device-server and session-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("what to do"), "{stderr}");
+    assert!(!dir.path().join("gateway.toml").exists());
+}
