@@ -127,6 +127,11 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         .integrity_check()
         .await
         .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    // A wrong encryption key must stop the start, not fail every request later.
+    store
+        .check_master_key()
+        .await
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
     let client =
         BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
     let session_config = SessionManagerConfig {

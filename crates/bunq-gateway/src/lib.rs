@@ -40,47 +40,76 @@ use std::future::Future;
 pub use config::{Config, ConfigError, LogFormat};
 pub use error::GatewayError;
 
-/// Serves the gateway on `listener` until `shutdown` completes, then stops accepting,
-/// lets in-flight requests finish (at most `http.shutdown_grace_seconds`), and closes
-/// the database.
+/// Serves the gateway on `listener` until `shutdown` completes: [`Gateway::build`] then
+/// [`Gateway::serve`].
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let state = app::build(&config).await?;
-    let router = app::router(state.clone());
-    let grace = config.http.shutdown_grace;
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stopping_tx.send(());
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    // Biased: the server is polled first, so a server that ended on its own is never
-    // polled again through the shutdown branch.
-    let served = tokio::select! {
-        biased;
-        result = &mut server => result,
-        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(?grace, "shutdown grace period over; dropping open requests");
-                Ok(())
-            }
-        },
-    };
-    served.map_err(GatewayError::Serve)?;
-    state
-        .store
-        .close()
+    Gateway::build(config)
+        .await?
+        .serve(listener, shutdown)
         .await
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// A gateway whose database is open and checked (integrity, master key) and whose
+/// crates are wired: what is left is to serve. Building before announcing the address
+/// means a caller that sees the address sees a gateway that can answer.
+pub struct Gateway {
+    config: Config,
+    state: app::Shared,
+}
+
+impl Gateway {
+    /// Opens and checks the database and builds the crates' objects.
+    pub async fn build(config: Config) -> Result<Self, GatewayError> {
+        let state = app::build(&config).await?;
+        Ok(Self { config, state })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish (at most `http.shutdown_grace_seconds`), and closes the
+    /// database.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let Self { config, state } = self;
+        let router = app::router(state.clone());
+        let grace = config.http.shutdown_grace;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = stopping_tx.send(());
+            })
+            .into_future();
+        let mut server = std::pin::pin!(server);
+        // Biased: the server is polled first, so a server that ended on its own is never
+        // polled again through the shutdown branch.
+        let served = tokio::select! {
+            biased;
+            result = &mut server => result,
+            _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(?grace, "shutdown grace period over; dropping open requests");
+                    Ok(())
+                }
+            },
+        };
+        served.map_err(GatewayError::Serve)?;
+        state
+            .store
+            .close()
+            .await
+            .map_err(|e| GatewayError::Store(Box::new(e)))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }
 
 /// Validates what can be validated without serving: the config (already parsed), the

@@ -63,20 +63,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), GatewayError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listen = config.listen;
+    let gateway = bunq_gateway::Gateway::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| GatewayError::Bind {
-            addr: config.listen,
+            addr: listen,
             source,
         })?;
     let bound = listener.local_addr().map_err(GatewayError::Serve)?;
-    tracing::info!(%bound, public_url = %config.public_url, "listening");
-    // Tools that start the gateway on port 0 read the address from this line.
+    tracing::info!(%bound, "listening");
+    // Tools that start the gateway on port 0 read the address from this line; it is
+    // printed once the database is open and checked.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on http://{bound}");
     let _ = stdout.flush();
     drop(stdout);
-    bunq_gateway::serve(config, listener, shutdown_signal()).await
+    gateway.serve(listener, shutdown_signal()).await
 }
 
 /// Completes on SIGTERM or SIGINT.

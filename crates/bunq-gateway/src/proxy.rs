@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bunq_session::{ApiRequest, CredentialId, Error as SessionError};
 use bunq_store::UserStatus;
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use crate::app::{Shared, body_or_error};
 use crate::connect::valid_user_ref;
@@ -24,12 +24,18 @@ const LIFECYCLE_ENDPOINTS: &[&str] =
 
 const RESPONSE_ID_HEADER: &str = "x-bunq-client-response-id";
 
+/// A caller's word that its PUT or DELETE may be sent twice: with it, a call that bunq
+/// refuses for a dead session is retried once after the renewal, as GETs always are.
+/// POSTs are never retried, whatever the caller says (a payment must not run twice).
+pub(crate) const IDEMPOTENT_HEADER: &str = "x-gateway-idempotent";
+
 /// Forwards one call.
 pub(crate) async fn forward(
     State(state): State<Shared>,
     Path((user_ref, _)): Path<(String, String)>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     valid_user_ref(&user_ref)?;
@@ -42,7 +48,10 @@ pub(crate) async fn forward(
     let started = Instant::now();
     let result = state
         .sessions
-        .request(&credential, ApiRequest::new(method, path_and_query, body))
+        .request(
+            &credential,
+            api_request(method, path_and_query, body, &headers),
+        )
         .await;
     let took = started.elapsed();
     match result {
@@ -84,6 +93,26 @@ pub(crate) async fn forward(
             }
             Err(session_error(&e))
         }
+    }
+}
+
+/// The bunq request, marked idempotent (retried once after a session renewal) for a
+/// PUT or DELETE whose caller sent `X-Gateway-Idempotent: true`.
+fn api_request(
+    method: Method,
+    path_and_query: String,
+    body: Bytes,
+    headers: &HeaderMap,
+) -> ApiRequest {
+    let caller_says_idempotent = headers
+        .get(IDEMPOTENT_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let may_retry = caller_says_idempotent && matches!(method, Method::PUT | Method::DELETE);
+    let request = ApiRequest::new(method, path_and_query, body);
+    if may_retry {
+        request.idempotent()
+    } else {
+        request
     }
 }
 
@@ -234,6 +263,30 @@ mod tests {
 
     fn path(uri: &str) -> Result<String, StatusCode> {
         upstream_path(&uri.parse::<Uri>().expect("uri")).map_err(|e| e.status())
+    }
+
+    #[test]
+    fn only_put_and_delete_with_the_callers_word_are_retryable() {
+        let said = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                IDEMPOTENT_HEADER,
+                HeaderValue::from_str(value).expect("value"),
+            );
+            headers
+        };
+        let retryable = |method: Method, headers: &HeaderMap| {
+            api_request(method, "/x".into(), Bytes::new(), headers).is_retryable()
+        };
+        assert!(retryable(Method::GET, &HeaderMap::new()));
+        assert!(!retryable(Method::PUT, &HeaderMap::new()));
+        assert!(!retryable(Method::DELETE, &said("false")));
+        assert!(retryable(Method::PUT, &said("true")));
+        assert!(retryable(Method::DELETE, &said("TRUE")));
+        assert!(
+            !retryable(Method::POST, &said("true")),
+            "a POST is never retried"
+        );
     }
 
     #[test]

@@ -376,6 +376,22 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
         .unwrap();
     assert!(gw.stop().success());
 
+    // The same database with another encryption key: refused at start, not per request.
+    let config = env.write_config("gateway.toml", &env.config_text(600));
+    let wrong_key = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "BUNQ_GATEWAY_SECURITY_ENCRYPTION_KEY",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )
+        .output()
+        .unwrap();
+    assert!(!wrong_key.status.success());
+    assert!(wrong_key.stdout.is_empty(), "nothing is served");
+    let stderr = String::from_utf8_lossy(&wrong_key.stderr);
+    assert!(stderr.contains("wrong master key"), "{stderr}");
+
     let installations = env.fake.calls("POST /installation");
     let sessions = env.fake.calls("POST /session-server");
     let devices = env.fake.calls("POST /device-server");

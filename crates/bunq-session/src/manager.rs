@@ -419,16 +419,34 @@ impl<S: ContextStore> SessionManager<S> {
         }
     }
 
-    /// Closes the credential's session at bunq (`DELETE /session/{id}`) and forgets it.
+    /// Closes the credential's session at bunq (`DELETE /session/{id}`), forgets it,
+    /// and clears it from the store so that a restart does not try to reuse it.
     pub async fn close(&self, credential: &CredentialId) -> Result<(), Error> {
-        let slot = self.slot(credential);
-        let live = slot.current();
+        let cached = self.slot(credential).current();
         self.forget(credential).await;
-        if let Some(live) = live {
-            self.inner
-                .client
-                .close_session(&live.installation, &live.session)
-                .await?;
+        let mut stored = self.inner.store.load(credential).await?;
+        let (installation, session) = match (cached, stored.as_ref()) {
+            (Some(live), _) => (live.installation.clone(), live.session.clone()),
+            (
+                None,
+                Some(ApiContext {
+                    installation,
+                    session: Some(session),
+                    ..
+                }),
+            ) => (installation.clone(), session.clone()),
+            _ => return Ok(()),
+        };
+        self.inner
+            .client
+            .close_session(&installation, &session)
+            .await?;
+        if let Some(context) = stored
+            .as_mut()
+            .filter(|c| c.session.as_ref().is_some_and(|s| s.id == session.id))
+        {
+            context.session = None;
+            self.inner.store.save(credential, context).await?;
         }
         Ok(())
     }

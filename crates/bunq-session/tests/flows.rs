@@ -437,9 +437,43 @@ async fn forget_drops_the_cache_but_the_store_still_serves() {
 }
 
 #[tokio::test]
-async fn close_ends_the_session_at_bunq() {
-    let (fake, m, _store) = plain().await;
-    let (cred, _) = connect_sandbox_user(&fake, &m, "kees").await;
+async fn close_ends_the_session_at_bunq_and_in_the_store() {
+    let (fake, m, store) = plain().await;
+    let (cred, user_id) = connect_sandbox_user(&fake, &m, "kees").await;
     m.close(&cred).await.unwrap();
     assert_eq!(fake.calls("DELETE /session/{id}"), 1);
+    assert!(store.load(&cred).await.unwrap().unwrap().session.is_none());
+
+    // A restart does not try the closed session: it opens a new one straight away.
+    let restarted = manager(
+        client(&fake, RateLimitPolicy::disabled(), 3),
+        &store,
+        SessionManagerConfig::default(),
+    );
+    restarted
+        .request(&cred, get_user(user_id))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(fake.calls("POST /session-server"), 2);
+    assert_eq!(
+        fake.calls("GET /user/{id}"),
+        1,
+        "no call was made with the closed session"
+    );
+}
+
+#[tokio::test]
+async fn close_after_a_restart_closes_the_stored_session() {
+    let (fake, m, store) = plain().await;
+    let (cred, _) = connect_sandbox_user(&fake, &m, "mies").await;
+    let restarted = manager(
+        client(&fake, RateLimitPolicy::disabled(), 3),
+        &store,
+        SessionManagerConfig::default(),
+    );
+    restarted.close(&cred).await.unwrap();
+    assert_eq!(fake.calls("DELETE /session/{id}"), 1);
+    assert!(store.load(&cred).await.unwrap().unwrap().session.is_none());
 }

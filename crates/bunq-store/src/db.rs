@@ -64,6 +64,11 @@ pub(crate) struct Keyring {
 }
 
 impl Keyring {
+    /// The keys values can be opened with.
+    pub(crate) fn keys(&self) -> &[MasterKey] {
+        &self.keys
+    }
+
     /// The key new values are sealed under.
     pub(crate) fn sealer(&self) -> &MasterKey {
         &self.keys[0]

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::StoreError;
 
 /// The format byte leading every sealed value; a future format gets another number.
-const FORMAT_V1: u8 = 1;
+pub(crate) const FORMAT_V1: u8 = 1;
 const KEY_ID_LEN: usize = 8;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN;
 const TAG_LEN: usize = 16;
@@ -31,6 +31,13 @@ const KEY_ID_DOMAIN: &[u8] = b"bunq-store master key id v1\0";
 /// SHA-256 of the key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// The raw id, as it stands in a sealed value's header.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -4,7 +4,7 @@ use rusqlite::{Transaction, params};
 
 use crate::audit::{self, AuditEvent};
 use crate::context::{CONTEXTS, INSTALLATION_TOKEN, PRIVATE_KEY, SECRET, SESSION_TOKEN, SESSIONS};
-use crate::key::{MasterKey, sealed_key_id};
+use crate::key::{FORMAT_V1, MasterKey, sealed_key_id};
 use crate::users::{ACCESS_TOKEN, USERS};
 use crate::{Store, StoreError};
 
@@ -32,6 +32,40 @@ pub struct RotationReport {
 }
 
 impl Store {
+    /// Checks that every sealed value in the database is under a key this store holds,
+    /// so that a service started with the wrong master key fails at start with
+    /// [`StoreError::UnknownKeyId`] (naming the key found and the key held) instead of
+    /// failing every later request. Reads only the 9-byte headers, not the values.
+    pub async fn check_master_key(&self) -> Result<(), StoreError> {
+        self.read(|conn, shared| {
+            let keyring = shared.keyring();
+            let held: Vec<Vec<u8>> = keyring
+                .keys()
+                .iter()
+                .map(|k| [&[FORMAT_V1][..], k.id().as_bytes()].concat())
+                .collect();
+            let placeholders = (1..=held.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for &(table, row_key, column) in SEALED_COLUMNS {
+                // Names come from the constant table above, never from input.
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {row_key}, {column} FROM {table} \
+                     WHERE substr({column}, 1, 9) NOT IN ({placeholders}) LIMIT 1"
+                ))?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(held.iter()))?;
+                if let Some(row) = rows.next()? {
+                    let (row, blob): (String, Vec<u8>) = (row.get(0)?, row.get(1)?);
+                    // Opening it reports exactly what is wrong (unknown key or corrupt).
+                    keyring.open(&blob, table, column, &row)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Re-seals every secret value from `old` to `new` in one transaction, writes
     /// "key_rotated" to the audit log, and makes `new` the key new values are sealed
     /// under.

@@ -354,3 +354,58 @@ async fn rotate_key_with_the_wrong_old_key_changes_nothing() {
             .all(|e| e.event != AuditEvent::KeyRotated)
     );
 }
+
+#[tokio::test]
+async fn check_master_key_refuses_a_wrong_key_at_start() {
+    let db = temp_db();
+    let right = MasterKey::generate().unwrap();
+    let wrong = MasterKey::generate().unwrap();
+    let store = open(&db.path, &right).await;
+    // An empty database fits any key.
+    store.check_master_key().await.unwrap();
+    populate(&store, &["alice", "bob"]).await;
+    store.check_master_key().await.unwrap();
+    store.close().await.unwrap();
+
+    let store = open(&db.path, &wrong).await;
+    match store.check_master_key().await {
+        Err(StoreError::UnknownKeyId { key_id, held, .. }) => {
+            assert_eq!(key_id, right.key_id());
+            assert_eq!(held, wrong.key_id());
+        }
+        other => panic!("expected UnknownKeyId, got {other:?}"),
+    }
+    store.close().await.unwrap();
+
+    // After a rotation the old key is refused and the new one accepted.
+    let new = MasterKey::generate().unwrap();
+    let store = open(&db.path, &right).await;
+    store.rotate_key(&right, &new).await.unwrap();
+    store.close().await.unwrap();
+    assert!(
+        open(&db.path, &right)
+            .await
+            .check_master_key()
+            .await
+            .is_err()
+    );
+    open(&db.path, &new).await.check_master_key().await.unwrap();
+}
+
+#[tokio::test]
+async fn check_master_key_reports_a_value_that_is_not_sealed() {
+    let db = temp_db();
+    let key = MasterKey::generate().unwrap();
+    let store = open(&db.path, &key).await;
+    populate(&store, &["alice"]).await;
+    raw(&db.path)
+        .execute(
+            "UPDATE users SET access_token = X'00010203' WHERE user_ref = 'alice'",
+            [],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.check_master_key().await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
