@@ -133,6 +133,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
                 ">= 0.75x",
                 Verdict::of(v >= 0.75),
             );
+            if let Some(plain) = r.openssl_sign_without_ifma {
+                report.row(
+                    "1",
+                    "RSA-2048 sign, ours / openssl without AVX-512 IFMA",
+                    format!(
+                        "{:.2}x ({:.0} vs {plain:.0}/s)",
+                        r.ours_sign / plain,
+                        r.ours_sign
+                    ),
+                    "",
+                    Verdict::Info,
+                );
+            }
             report.section("signing", json!(r));
             Some(r.ours_sign_us)
         }

@@ -1,7 +1,7 @@
 //! Item 2: RSA private-key operations per proxied GET after warm-up, counted exactly.
 //!
-//! Method: a Linux uprobe (`perf probe -x bunq-gateway`) on ring's RSA signing
-//! function inside the running release gateway, counted with `perf stat -p PID` while
+//! Method: a Linux uprobe (tracefs `uprobe_events`) on ring's RSA signing function
+//! inside the running release gateway, counted with `perf stat -p PID` while
 //! the bench sends GETs. A positive control proves the probe fires: the same probe
 //! must count one operation per proxied POST with a body (bodies other than the empty
 //! one are signed each time). bunq-signing has no operation counter of its own, and
@@ -144,48 +144,69 @@ async fn send(
     Ok(())
 }
 
-/// The mangled name of ring's RSA signing function in `bin`.
-fn sign_symbol(bin: &Path) -> Result<String, String> {
+/// ring's RSA signing function in `bin`: its address (from `nm`).
+fn sign_symbol_address(bin: &Path) -> Result<u64, String> {
     let out = Command::new("nm")
         .arg(bin)
         .output()
         .map_err(|e| format!("nm: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // ring::rsa::keypair::KeyPair::sign (the PKCS#1 private-key operation's entry).
+    // ring::rsa::keypair::KeyPair::sign: the PKCS#1 private-key operation's entry.
     text.lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .find(|s| s.contains("4ring3rsa7keypair7KeyPair4sign17h"))
-        .map(str::to_owned)
+        .find(|l| l.contains("4ring3rsa7keypair7KeyPair4sign17h"))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
         .ok_or_else(|| "ring's KeyPair::sign not found in the gateway's symbols".into())
 }
 
-/// Adds the uprobe; returns the event name for `perf stat -e`.
-fn probe(bin: &Path) -> Result<String, String> {
-    let symbol = sign_symbol(bin)?;
-    remove_probe();
-    let out = Command::new("perf")
-        .args(["probe", "-q", "--no-demangle", "-x"])
+/// The file offset of virtual address `addr`, from the ELF program headers.
+fn file_offset(bin: &Path, addr: u64) -> Result<u64, String> {
+    let out = Command::new("readelf")
+        .arg("-lW")
         .arg(bin)
-        .arg("-a")
-        .arg(format!("{PROBE_GROUP}:{PROBE_NAME}={symbol}"))
-        .stdout(Stdio::null())
         .output()
-        .map_err(|e| format!("perf probe: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "perf probe failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+        .map_err(|e| format!("readelf: {e}"))?;
+    file_offset_in(&String::from_utf8_lossy(&out.stdout), addr)
+        .ok_or_else(|| format!("no LOAD segment holds {addr:#x}"))
+}
+
+/// `LOAD Offset VirtAddr PhysAddr FileSiz MemSiz Flg Align` lines of `readelf -lW`.
+fn file_offset_in(readelf: &str, addr: u64) -> Option<u64> {
+    readelf.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.first() != Some(&"LOAD") || f.len() < 6 {
+            return None;
+        }
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        let (offset, vaddr, memsz) = (hex(f[1])?, hex(f[2])?, hex(f[5])?);
+        (vaddr <= addr && addr < vaddr + memsz).then(|| addr - vaddr + offset)
+    })
+}
+
+const UPROBE_EVENTS: &str = "/sys/kernel/tracing/uprobe_events";
+
+/// Adds the uprobe through tracefs (perf probe places it at the virtual address, not
+/// the file offset, in these PIE binaries); returns the event name for `perf stat -e`.
+fn probe(bin: &Path) -> Result<String, String> {
+    let addr = sign_symbol_address(bin)?;
+    let offset = file_offset(bin, addr)?;
+    let bin = bin.canonicalize().map_err(|e| e.to_string())?;
+    remove_probe();
+    let line = format!(
+        "p:{PROBE_GROUP}/{PROBE_NAME} {}:{offset:#x}\n",
+        bin.display()
+    );
+    append(UPROBE_EVENTS, &line).map_err(|e| format!("{UPROBE_EVENTS}: {e}"))?;
     Ok(format!("{PROBE_GROUP}:{PROBE_NAME}"))
 }
 
+fn append(path: &str, line: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    file.write_all(line.as_bytes())
+}
+
 fn remove_probe() {
-    let _ = Command::new("perf")
-        .args(["probe", "-q", "-d", &format!("{PROBE_GROUP}:*")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = append(UPROBE_EVENTS, &format!("-:{PROBE_GROUP}/{PROBE_NAME}\n"));
 }
 
 /// Runs `perf stat -e event -p pid` around `work`; the event's count.
@@ -234,6 +255,15 @@ fn parse_perf_count(text: &str, event: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maps_a_text_address_to_its_file_offset() {
+        let readelf = "  LOAD           0x000000 0x0000000000000000 0x0000000000000000 0x08d008 0x08d008 R   0x1000
+  LOAD           0x08d040 0x000000000008e040 0x000000000008e040 0x208510 0x208510 R E 0x1000
+";
+        assert_eq!(file_offset_in(readelf, 0x236b40), Some(0x235b40));
+        assert_eq!(file_offset_in(readelf, 0x900000), None);
+    }
 
     #[test]
     fn parses_perf_stat_csv() {
