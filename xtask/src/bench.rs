@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Measure even in a debug build (figures meaningless; for testing the bench).
     #[arg(long, hide = true)]
     pub allow_debug: bool,
+    /// For profiling: after the set-up, write the gateway's URL, pid and bearer to
+    /// `target/bench/hold.env`, keep the gateway and the fake up this many seconds (for
+    /// `wrk` and `perf record -p` by hand), then stop without measuring anything.
+    #[arg(long, hide = true)]
+    pub hold: Option<u64>,
 }
 
 impl BenchArgs {
@@ -170,6 +175,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
 
     heading("sandbox-setup against the fake, start the gateway, connect a user");
     let (gw, user, config_path) = setup(&fake, &bin, &dir).await?;
+    if let Some(seconds) = args.hold {
+        return hold(&gw, &user, &dir, seconds).await;
+    }
     report.row(
         "6",
         "start to /readyz 200 (empty database)",
@@ -179,7 +187,20 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     );
 
     heading("3. gateway vs nginx over the same fake endpoint");
-    if let Err(e) = proxy::gateway_vs_nginx(&args, &mut report, &fake, &gw, &user, &dir).await {
+    if let Err(e) = proxy::gateway_vs_nginx(
+        &args,
+        &mut report,
+        &fake,
+        &gw,
+        &user,
+        &dir,
+        proxy::Relaunch {
+            bin: &bin,
+            config: &config_path,
+        },
+    )
+    .await
+    {
         report.skip("3", "gateway vs nginx", e);
     }
 
@@ -236,6 +257,29 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     if missed > 0 {
         println!("{missed} goal(s) missed: see docs/PERFORMANCE.md for what the profiles show.");
     }
+    Ok(())
+}
+
+/// `--hold`: the set-up only, kept up for profiling by hand.
+async fn hold(
+    gw: &GatewayProcess,
+    user: &Connected,
+    dir: &Path,
+    seconds: u64,
+) -> Result<(), StepError> {
+    let url = format!(
+        "{}/v1/users/{}/bunq/user/{}/monetary-account-bank",
+        gw.url, user.user_ref, user.bunq_user_id
+    );
+    let env = format!(
+        "GW_URL='{url}'\nGW_PID={}\nGW_AUTH='{}'\n",
+        gw.pid().unwrap_or(0),
+        user.bearer
+    );
+    let path = dir.join("hold.env");
+    std::fs::write(&path, env).map_err(|e| fail("write hold.env", e, "none"))?;
+    println!("  holding {seconds} s; see {}", path.display());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     Ok(())
 }
 

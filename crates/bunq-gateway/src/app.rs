@@ -74,9 +74,16 @@ pub(crate) fn client_config(config: &Config) -> ClientConfig {
     } else {
         RateLimitPolicy::disabled()
     };
+    // 0 entries: every response is verified with RSA.
+    let verify_cache_entries = if config.bunq.verify_cache {
+        ClientConfig::new(Environment::Sandbox).verify_cache_entries
+    } else {
+        0
+    };
     ClientConfig::new(environment)
         .user_agent(config.bunq.user_agent.clone())
         .rate_limits(rate_limits)
+        .verify_cache_entries(verify_cache_entries)
         .request_timeout(config.http.upstream_timeout)
 }
 

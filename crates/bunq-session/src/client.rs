@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope::{self, Page};
 use crate::error::is_dead_session;
 use crate::rate_limit::{Limiter, SessionPacer};
+use crate::verify_cache::VerifiedCache;
 use crate::{ClientConfig, Error, Installation, Session};
 
 /// `X-Bunq-Client-Request-Id`: a fresh UUID per request.
@@ -218,6 +219,8 @@ pub(crate) struct ClientInner {
     pub(crate) limiter: Limiter,
     pub(crate) pacer: SessionPacer,
     pub(crate) session_server_calls: AtomicU64,
+    /// `None` when `verify_cache_entries` is 0: every response goes to RSA.
+    verified: Option<VerifiedCache>,
 }
 
 /// The bunq API client: one per process. Cheap to clone (clones share the connection
@@ -268,6 +271,8 @@ impl BunqClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let verified = (config.verify_cache_entries > 0)
+            .then(|| VerifiedCache::new(config.verify_cache_entries));
         Ok(Self {
             inner: Arc::new(ClientInner {
                 limiter: Limiter::new(config.rate_limits.clone()),
@@ -276,6 +281,7 @@ impl BunqClient {
                 api_base,
                 config,
                 session_server_calls: AtomicU64::new(0),
+                verified,
             }),
         })
     }
@@ -459,6 +465,14 @@ impl BunqClient {
             .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str(), v)));
         let checked = if signature.is_empty() {
             Err(VerificationError::Missing)
+        } else if let Some(cache) = &self.inner.verified {
+            cache.verify_response(
+                &installation.server_public_key,
+                resp.status,
+                headers,
+                &resp.body,
+                signature,
+            )
         } else {
             installation.server_public_key.verify_response(
                 resp.status,

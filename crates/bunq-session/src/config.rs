@@ -55,11 +55,17 @@ pub struct ClientConfig {
     pub max_retries: u32,
     /// First back-off delay; doubles per retry, plus up to the same again of jitter.
     pub retry_backoff: Duration,
+    /// How many verified (server key, body, signature) fingerprints the client keeps,
+    /// so that a response identical to one already verified costs a SHA-256 instead of
+    /// an RSA verification (the same answer: the verification is deterministic). `0`
+    /// verifies every response with RSA.
+    pub verify_cache_entries: usize,
 }
 
 impl ClientConfig {
     /// bunq's defaults for `environment`: 30 s timeout, bunq's rate limits, 3 retries
-    /// from 1 s back-off, `en_US`, `nl_NL`, geolocation `0 0 0 0 000`.
+    /// from 1 s back-off, `en_US`, `nl_NL`, geolocation `0 0 0 0 000`, 1,024 remembered
+    /// response verifications.
     pub fn new(environment: Environment) -> Self {
         Self {
             environment,
@@ -72,6 +78,7 @@ impl ClientConfig {
             geolocation: "0 0 0 0 000".to_owned(),
             max_retries: 3,
             retry_backoff: Duration::from_secs(1),
+            verify_cache_entries: 1024,
         }
     }
 
@@ -84,6 +91,13 @@ impl ClientConfig {
     /// Sets the rate-limit policy.
     pub fn rate_limits(mut self, policy: RateLimitPolicy) -> Self {
         self.rate_limits = policy;
+        self
+    }
+
+    /// Sets how many verified response fingerprints are kept (`0`: none, every response
+    /// is verified with RSA).
+    pub fn verify_cache_entries(mut self, entries: usize) -> Self {
+        self.verify_cache_entries = entries;
         self
     }
 

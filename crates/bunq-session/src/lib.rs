@@ -48,6 +48,7 @@ mod lifecycle;
 mod manager;
 mod rate_limit;
 mod store;
+mod verify_cache;
 
 pub use accounts::{Amount, MonetaryAccountBank, Pointer, User};
 pub use client::{

@@ -224,18 +224,7 @@ impl<S: ContextStore> SessionManager<S> {
                 context
             }
         };
-        if context.device.is_none() {
-            let device = client
-                .device_server(
-                    &context.installation,
-                    &context.secret,
-                    &self.inner.config.device_description,
-                    &self.inner.config.permitted_ips,
-                )
-                .await?;
-            context.device = Some(device);
-            store.save(credential, &context).await?;
-        }
+        self.ensure_device(credential, &mut context).await?;
         let session = match context.session.clone().filter(|s| self.is_fresh(s)) {
             Some(session) => session,
             None => {
@@ -249,6 +238,30 @@ impl<S: ContextStore> SessionManager<S> {
         state.refused = None;
         state.context = Some(context.clone());
         Ok(context)
+    }
+
+    /// Registers the device (`POST /device-server`) unless the context has one, and saves
+    /// the context: a session can only be opened from a registered device.
+    async fn ensure_device(
+        &self,
+        credential: &CredentialId,
+        context: &mut ApiContext,
+    ) -> Result<(), Error> {
+        if context.device.is_none() {
+            let device = self
+                .inner
+                .client
+                .device_server(
+                    &context.installation,
+                    &context.secret,
+                    &self.inner.config.device_description,
+                    &self.inner.config.permitted_ips,
+                )
+                .await?;
+            context.device = Some(device);
+            self.inner.store.save(credential, context).await?;
+        }
+        Ok(())
     }
 
     async fn create_session(&self, context: &ApiContext) -> Result<Session, Error> {
@@ -331,20 +344,7 @@ impl<S: ContextStore> SessionManager<S> {
         let Some(context) = state.context.as_mut() else {
             return Err(Error::NotConnected(credential.clone()));
         };
-        if context.device.is_none() {
-            let device = self
-                .inner
-                .client
-                .device_server(
-                    &context.installation,
-                    &context.secret,
-                    &self.inner.config.device_description,
-                    &self.inner.config.permitted_ips,
-                )
-                .await?;
-            context.device = Some(device);
-            self.inner.store.save(credential, context).await?;
-        }
+        self.ensure_device(credential, context).await?;
         let session = match self.create_session(context).await {
             Ok(session) => session,
             Err(Error::Api {

@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use rsa::pkcs1::EncodeRsaPublicKey as _;
 use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _, LineEnding};
 use rsa::traits::PublicKeyParts as _;
@@ -33,8 +33,11 @@ pub enum VerificationError {
 /// `client_public_key`.
 #[derive(Clone)]
 pub struct PublicKey {
-    /// PKCS#1 `RSAPublicKey` DER, the form ring verifies with.
+    /// PKCS#1 `RSAPublicKey` DER, kept for [`PublicKey::to_pem`].
     pkcs1_der: Vec<u8>,
+    /// The key parsed once into AWS-LC's form: re-parsing it per verification (as
+    /// `UnparsedPublicKey` does) cost about a fifth of the verify rate here.
+    parsed: ParsedPublicKey,
 }
 
 /// bunq's server key, as returned by `POST /installation`.
@@ -74,11 +77,15 @@ impl PublicKey {
         let der = key
             .to_pkcs1_der()
             .map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Ok(Self::from_pkcs1_der(der.as_bytes().to_vec()))
+        Self::from_pkcs1_der(der.as_bytes().to_vec())
     }
 
-    pub(crate) fn from_pkcs1_der(pkcs1_der: Vec<u8>) -> Self {
-        Self { pkcs1_der }
+    /// Refuses what AWS-LC will not verify with (a modulus over 8192 bits, say), so
+    /// such a key fails here with a reason rather than at every verification.
+    pub(crate) fn from_pkcs1_der(pkcs1_der: Vec<u8>) -> Result<Self, KeyError> {
+        let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &pkcs1_der)
+            .map_err(|e| KeyError::Rejected(e.to_string()))?;
+        Ok(Self { pkcs1_der, parsed })
     }
 
     /// The key as SubjectPublicKeyInfo PEM.
@@ -120,8 +127,8 @@ impl PublicKey {
     }
 
     fn verify_raw(&self, message: &[u8], signature: &[u8]) -> Result<(), VerificationError> {
-        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &self.pkcs1_der)
-            .verify(message, signature)
+        self.parsed
+            .verify_sig(message, signature)
             .map_err(|_| VerificationError::Mismatch)
     }
 }

@@ -66,6 +66,18 @@ impl GatewayProcess {
     /// Spawns `bin --config config` and polls `/readyz` every 2 ms (bounded); stderr goes
     /// to `log`.
     pub async fn start(bin: &Path, config: &Path, url: &str, log: &Path) -> Result<Self, String> {
+        Self::start_with_env(bin, config, url, log, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables (config overrides such
+    /// as `BUNQ_GATEWAY_BUNQ_VERIFY_CACHE`).
+    pub async fn start_with_env(
+        bin: &Path,
+        config: &Path,
+        url: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(1))
@@ -76,6 +88,7 @@ impl GatewayProcess {
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

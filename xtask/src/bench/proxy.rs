@@ -12,6 +12,14 @@ use super::nginx::{self, Nginx};
 use super::report::{Report, Verdict};
 use super::{BenchArgs, Connected};
 
+/// What starting a second gateway over the first one's database needs.
+pub struct Relaunch<'a> {
+    /// The release binary.
+    pub bin: &'a std::path::Path,
+    /// The first gateway's config.
+    pub config: &'a std::path::Path,
+}
+
 /// Item 3.
 pub async fn gateway_vs_nginx(
     args: &BenchArgs,
@@ -20,7 +28,9 @@ pub async fn gateway_vs_nginx(
     gw: &GatewayProcess,
     user: &Connected,
     dir: &std::path::Path,
+    relaunch: Relaunch<'_>,
 ) -> Result<(), String> {
+    let Relaunch { bin, config } = relaunch;
     let sid = user.session_user_id;
     let direct_url = format!("{}/user/{sid}/monetary-account-bank", fake.api_base());
     let gateway_url = format!(
@@ -100,6 +110,25 @@ pub async fn gateway_vs_nginx(
         "direct": direct, "gateway": through_gateway,
         "fake_cpu_us_per_request": fake_us, "gateway_cpu_us_per_request": gw_us,
     });
+
+    // The same with every response verified by RSA, so that the verification cache's
+    // share is in plain sight (the fake answers the same list every time, which is
+    // the cache's best case).
+    match without_verify_cache(args, user, dir, bin, config).await {
+        Ok((run, us)) => {
+            check_clean("gateway, verification cache off", &run, report);
+            report.row(
+                "3",
+                "gateway, verification cache off (RSA verify per response)",
+                format!("{:.0} req/s; gateway CPU {us:.0} us/req", run.rps),
+                "",
+                Verdict::Info,
+            );
+            figures["gateway_verify_cache_off"] = json!(run);
+            figures["gateway_verify_cache_off_cpu_us_per_request"] = json!(us);
+        }
+        Err(e) => report.skip("3", "gateway, verification cache off", e),
+    }
 
     let tools = if args.no_install {
         Err("--no-install given".to_owned())
@@ -218,6 +247,43 @@ pub async fn gateway_vs_nginx(
         json!({ "direct": lat_direct, "gateway": lat_gateway, "nginx": lat_nginx });
     report.section("proxy", figures);
     Ok(())
+}
+
+/// A second gateway over the same database and session, with
+/// `BUNQ_GATEWAY_BUNQ_VERIFY_CACHE=false`, under the same wrk load; stopped after.
+async fn without_verify_cache(
+    args: &BenchArgs,
+    user: &Connected,
+    dir: &std::path::Path,
+    bin: &std::path::Path,
+    config: &std::path::Path,
+) -> Result<(WrkResult, f64), String> {
+    let facts = gateway::read_config(config)?;
+    let port = gateway::free_port()?;
+    let variant = dir.join("gateway-verify-cache-off.toml");
+    gateway::write_variant(&facts, &variant, port, &dir.join("gateway.sqlite3"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let off = GatewayProcess::start_with_env(
+        bin,
+        &variant,
+        &url,
+        &dir.join("gateway-verify-cache-off.log"),
+        &[("BUNQ_GATEWAY_BUNQ_VERIFY_CACHE", "false")],
+    )
+    .await?;
+    let target = format!(
+        "{url}/v1/users/{}/bunq/user/{}/monetary-account-bank",
+        user.user_ref, user.bunq_user_id
+    );
+    let bearer = vec![("Authorization".to_owned(), user.bearer.clone())];
+    let (t, c, d) = (2, args.connections, args.seconds);
+    println!("  wrk -t{t} -c{c} -d{d}s, through a gateway with the verification cache off ...");
+    let cpu = CpuMeter::start(vec![off.pid().ok_or("gateway has no pid")?]);
+    let run = load::wrk(&target, &bearer, t, c, d)?;
+    let (cpu_s, _) = cpu.stop();
+    let _ = off.terminate();
+    let us = 1e6 * cpu_s / run.requests.max(1) as f64;
+    Ok((run, us))
 }
 
 fn check_clean(name: &str, r: &WrkResult, report: &mut Report) {

@@ -76,6 +76,10 @@ pub struct BunqSettings {
     pub user_agent: String,
     /// Whether to pace calls to stay inside bunq's per-IP rate limits.
     pub rate_limits: bool,
+    /// Whether a response whose exact (server key, body, signature) already verified is
+    /// accepted on its SHA-256 instead of a second RSA verification (equivalent, as the
+    /// verification is deterministic; on by default).
+    pub verify_cache: bool,
 }
 
 /// `[oauth]`.
@@ -234,6 +238,7 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             .unwrap_or(concat!("bunq-gateway/", env!("CARGO_PKG_VERSION")))
             .to_owned(),
         rate_limits: src.bool("bunq.rate_limits", true)?,
+        verify_cache: src.bool("bunq.verify_cache", true)?,
     };
 
     let redirect_uri = match src.url("oauth.redirect_uri")? {

@@ -52,6 +52,7 @@ const KEYS: &[KeySpec] = &[
     sec("bunq", "oauth_token_url", Kind::Str),
     sec("bunq", "user_agent", Kind::Str),
     sec("bunq", "rate_limits", Kind::Bool),
+    sec("bunq", "verify_cache", Kind::Bool),
     sec("oauth", "client_id", Kind::Str),
     sec("oauth", "client_secret", Kind::Str),
     sec("oauth", "redirect_uri", Kind::Str),

@@ -54,6 +54,10 @@ fn loads_a_complete_file_with_defaults() {
     );
     assert_eq!(c.oauth.state_ttl, Duration::from_secs(600));
     assert!(!c.bunq.rate_limits);
+    assert!(
+        c.bunq.verify_cache,
+        "the verification cache is on by default"
+    );
     assert_eq!(c.bunq.environment, BunqEnvironment::Sandbox);
     assert_eq!(c.http.max_body_bytes, 1024 * 1024);
     assert_eq!(c.security.api_keys.len(), 1);
@@ -67,6 +71,7 @@ fn environment_overrides_section_and_top_level_keys() {
             ("BUNQ_GATEWAY_OAUTH_CLIENT_SECRET", "from-env"),
             ("BUNQ_GATEWAY_LISTEN", "127.0.0.1:9999"),
             ("BUNQ_GATEWAY_BUNQ_RATE_LIMITS", "true"),
+            ("BUNQ_GATEWAY_BUNQ_VERIFY_CACHE", "false"),
             (
                 "BUNQ_GATEWAY_SECURITY_API_KEYS",
                 "aaaaaaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbbbbbb",
@@ -78,6 +83,7 @@ fn environment_overrides_section_and_top_level_keys() {
     assert_eq!(c.oauth.client_secret.expose_secret(), "from-env");
     assert_eq!(c.listen.port(), 9999);
     assert!(c.bunq.rate_limits);
+    assert!(!c.bunq.verify_cache, "the bench's switch turns it off");
     assert_eq!(c.security.api_keys.len(), 2);
     assert_eq!(
         c.security.api_keys[1].expose_secret(),
