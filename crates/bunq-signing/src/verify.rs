@@ -88,6 +88,12 @@ impl PublicKey {
         Ok(Self { pkcs1_der, parsed })
     }
 
+    /// The key as PKCS#1 `RSAPublicKey` DER: its identity in bytes, free to read (no
+    /// conversion), e.g. to key a cache by server key.
+    pub fn pkcs1_der(&self) -> &[u8] {
+        &self.pkcs1_der
+    }
+
     /// The key as SubjectPublicKeyInfo PEM.
     pub fn to_pem(&self) -> Result<String, KeyError> {
         use rsa::pkcs1::DecodeRsaPublicKey as _;

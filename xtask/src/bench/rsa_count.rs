@@ -1,7 +1,7 @@
 //! Item 2: RSA private-key operations per proxied GET after warm-up, counted exactly.
 //!
-//! Method: a Linux uprobe (tracefs `uprobe_events`) on ring's RSA signing function
-//! inside the running release gateway, counted with `perf stat -p PID` while
+//! Method: a Linux uprobe (tracefs `uprobe_events`) on the RSA signing function that
+//! bunq-signing calls (aws-lc-rs's `KeyPair::sign`) inside the running release gateway, counted with `perf stat -p PID` while
 //! the bench sends GETs. A positive control proves the probe fires: the same probe
 //! must count one operation per proxied POST with a body (bodies other than the empty
 //! one are signed each time). bunq-signing has no operation counter of its own, and
@@ -81,7 +81,7 @@ pub async fn measure(
             if post_ops < posts as u64 {
                 report.note(format!("the uprobe counted {post_ops} signatures for {posts} POSTs: it does not see every signature, so the GET count proves nothing"));
             }
-            report.section("rsa_per_get", json!({ "method": "perf uprobe on ring RsaKeyPair::sign", "gets": gets, "sign_ops": get_ops, "control_posts": posts, "control_sign_ops": post_ops }));
+            report.section("rsa_per_get", json!({ "method": "perf uprobe on aws-lc-rs RsaKeyPair::sign", "gets": gets, "sign_ops": get_ops, "control_posts": posts, "control_sign_ops": post_ops }));
             Ok(())
         }
         Err(why) => {
@@ -144,18 +144,22 @@ async fn send(
     Ok(())
 }
 
-/// ring's RSA signing function in `bin`: its address (from `nm`).
+/// The mangled name of the RSA signing function bunq-signing calls,
+/// `aws_lc_rs::rsa::key::KeyPair::sign` (ring's `KeyPair::sign` is linked too, for
+/// rustls, but bunq-signing never calls it: probing it would count nothing).
+const SIGN_SYMBOL: &str = "9aws_lc_rs3rsa3key7KeyPair4sign17h";
+
+/// bunq-signing's RSA signing function in `bin`: its address (from `nm`).
 fn sign_symbol_address(bin: &Path) -> Result<u64, String> {
     let out = Command::new("nm")
         .arg(bin)
         .output()
         .map_err(|e| format!("nm: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // ring::rsa::keypair::KeyPair::sign: the PKCS#1 private-key operation's entry.
     text.lines()
-        .find(|l| l.contains("4ring3rsa7keypair7KeyPair4sign17h"))
+        .find(|l| l.contains(SIGN_SYMBOL))
         .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
-        .ok_or_else(|| "ring's KeyPair::sign not found in the gateway's symbols".into())
+        .ok_or_else(|| "aws-lc-rs's KeyPair::sign not found in the gateway's symbols".into())
 }
 
 /// The file offset of virtual address `addr`, from the ELF program headers.
