@@ -16,6 +16,7 @@ use bunq_session::{
     ApiContext, ApiRequest, BunqClient, ClientConfig, ContextStore, ContextStoreError,
     CredentialId, Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
 };
+use bunq_signing::write_private_file;
 use ring::rand::SecureRandom as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -418,8 +419,7 @@ async fn write_gateway_config(
         "# bunq-gateway config written by `cargo xtask sandbox-setup`. Holds secrets: keep it 0600.\n{}",
         toml::to_string(&config).map_err(|e| e.to_string())?
     );
-    write_private_file(&args.out, text.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    write_private_file(&args.out, text.as_bytes()).map_err(|e| e.to_string())?;
     let outcome = format!("{} written (mode 0600)", args.out.display());
     Ok((
         SetupOutcome {
@@ -429,29 +429,6 @@ async fn write_gateway_config(
         },
         outcome,
     ))
-}
-
-/// Writes `bytes` to `path` with mode 0600 through a temporary file and a rename, so a
-/// reader never sees half a file and the secrets are never world-readable.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A [`ContextStore`] kept in one 0600 JSON file, rewritten on every save: enough for

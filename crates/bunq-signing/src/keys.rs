@@ -1,8 +1,7 @@
 //! Private keys: generation, PKCS#8 import/export, key files, body signing.
 
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der, PublicKeyX509Der};
@@ -14,6 +13,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::pkcs8::{EncodePrivateKey as _, SecretDocument};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
+
+use crate::KeyFileError;
 
 /// Why a key could not be made, read or written. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -42,39 +43,6 @@ pub enum KeyError {
     /// Key generation failed (the system's random source).
     #[error("RSA key generation failed: {0}")]
     Generation(String),
-}
-
-/// Why a key file could not be saved or loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyFileError {
-    /// Reading or writing the file failed.
-    #[error("key file {path}: {source}")]
-    Io {
-        /// The key file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// The file may be read by users other than its owner, so the key may have leaked
-    /// and must not be trusted silently.
-    #[error(
-        "key file {path} has mode {mode:o}: readable by group or others; run `chmod 600` on it (and consider the key leaked)"
-    )]
-    TooOpen {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The file's contents are not a valid key.
-    #[error("key file {path}: {source}")]
-    Key {
-        /// The key file.
-        path: PathBuf,
-        /// What is wrong with the key.
-        source: KeyError,
-    },
 }
 
 /// A base64 `X-Bunq-Client-Signature` value.
@@ -230,81 +198,33 @@ impl PrivateKey {
         Signature(BASE64.encode(sig))
     }
 
-    /// Writes the key as PKCS#8 PEM to `path` with mode 0600, atomically: a temporary
-    /// file in the same directory is written, synced and renamed over `path`, so a crash
-    /// leaves either the old file or the new one, never half a key.
+    /// Writes the key as PKCS#8 PEM to `path` with mode 0600, atomically (see
+    /// [`write_private_file`](crate::write_private_file)): a crash leaves either the old
+    /// file or the new one, never half a key.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), KeyFileError> {
-        let path = path.as_ref();
-        let io = |source| KeyFileError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a file path",
-            ))
-        })?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let result = (|| {
-            let mut file = options.open(&tmp)?;
-            file.write_all(self.to_pkcs8_pem().expose_secret().as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            // Make the rename itself durable.
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        crate::write_private_file(path, self.to_pkcs8_pem().expose_secret().as_bytes())
     }
 
     /// Loads a key file written by [`PrivateKey::save`] (or any PKCS#8/PKCS#1 PEM).
     ///
-    /// Refuses a file that group or others may read: a private key that others could
-    /// have copied is not one to keep using without a word.
+    /// Refuses a file that group or others may read (see
+    /// [`read_private_file`](crate::read_private_file)).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyFileError> {
         let path = path.as_ref();
-        let io = |source| KeyFileError::Io {
+        let bytes = crate::read_private_file(path, MAX_KEY_FILE_BYTES)?;
+        let invalid = |source| KeyFileError::Key {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyFileError::TooOpen {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-        }
-        let mut pem = zeroize::Zeroizing::new(String::new());
-        std::io::Read::read_to_string(&mut &file, &mut pem).map_err(io)?;
-        Self::from_pem(&pem).map_err(|source| KeyFileError::Key {
-            path: path.to_owned(),
-            source,
-        })
+        let pem = std::str::from_utf8(&bytes)
+            .map_err(|_| invalid(KeyError::MalformedPem("not UTF-8 text".into())))?;
+        Self::from_pem(pem).map_err(invalid)
     }
 }
+
+/// A PEM RSA key of up to 8192 bits is well under this; anything larger is not a key
+/// file (a wrong path: a log, a device) and is refused without being read whole.
+const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
 
 /// RFC 7468 PEM with 64-column lines and LF endings, byte for byte what OpenSSL
 /// writes. The base64 copy is zeroized, since for a private key it is the secret.

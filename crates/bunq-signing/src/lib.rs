@@ -56,10 +56,12 @@
 //!
 //! Building AWS-LC needs only a C compiler (as ring does): no cmake, no clang.
 
+mod key_file;
 mod keys;
 mod verify;
 
-pub use keys::{KeyError, KeyFileError, PrivateKey, Signature};
+pub use key_file::{KeyFileError, read_private_file, write_private_file};
+pub use keys::{KeyError, PrivateKey, Signature};
 pub use verify::{PublicKey, ServerPublicKey, VerificationError};
 
 /// The header that carries a request's signature.

@@ -59,24 +59,10 @@ pub enum StoreError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// The master key file could not be read.
-    #[error("master key file {path}: {source}")]
-    KeyFile {
-        /// The key file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-    /// The master key file may be read by group or others, so the key may have leaked.
-    #[error(
-        "master key file {path} has mode {mode:o}: readable by group or others; run `chmod 600` on it (and consider the key leaked)"
-    )]
-    KeyFileTooOpen {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// The master key file could not be read, or may be read by group or others (so the
+    /// key may have leaked).
+    #[error("master {0}")]
+    KeyFile(#[from] bunq_signing::KeyFileError),
     /// The master key text is not 32 bytes (raw, or base64 of 32 bytes).
     #[error("invalid master key: {0}")]
     InvalidKey(&'static str),

@@ -119,28 +119,9 @@ impl MasterKey {
     /// Refuses a file that group or others may read (as `bunq_signing::PrivateKey::load`
     /// does): a master key others could have copied must not be used without a word.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let io = |source| StoreError::KeyFile {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(StoreError::KeyFileTooOpen {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
-        }
-        let mut contents = Zeroizing::new(Vec::with_capacity(64));
-        // A key file is tiny; read at most a little more than the longest valid form so a
-        // wrong path (a log file, a device) is refused without reading it all.
-        std::io::Read::read_to_end(&mut std::io::Read::take(&file, 256), &mut contents)
-            .map_err(io)?;
+        // A key file is tiny; a longer file is a wrong path (a log file, a device) and
+        // is refused without being read whole.
+        let contents = bunq_signing::read_private_file(path, 256)?;
         if let Ok(raw) = <[u8; 32]>::try_from(contents.as_slice()) {
             return Ok(Self::from_bytes(raw));
         }
@@ -423,11 +404,14 @@ mod tests {
         std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
             MasterKey::from_file(&raw),
-            Err(StoreError::KeyFileTooOpen { mode: 0o640, .. })
+            Err(StoreError::KeyFile(bunq_signing::KeyFileError::TooOpen {
+                mode: 0o640,
+                ..
+            }))
         ));
         assert!(matches!(
             MasterKey::from_file(dir.path().join("missing")),
-            Err(StoreError::KeyFile { .. })
+            Err(StoreError::KeyFile(_))
         ));
     }
 }

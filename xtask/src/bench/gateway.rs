@@ -275,7 +275,7 @@ pub fn write_variant(
     );
     table.insert("database".into(), database.display().to_string().into());
     let text = toml::to_string(&table).map_err(|e| e.to_string())?;
-    crate::sandbox::write_private_file(out, text.as_bytes()).map_err(|e| e.to_string())
+    bunq_signing::write_private_file(out, text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// The headers the gateway sends bunq for `user_ref`'s GETs, read from the gateway's

@@ -70,8 +70,7 @@ impl Nginx {
         std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
         let conf = config(dir, port, upstream, headers);
         let conf_path = dir.join("nginx.conf");
-        crate::sandbox::write_private_file(&conf_path, conf.as_bytes())
-            .map_err(|e| e.to_string())?;
+        bunq_signing::write_private_file(&conf_path, conf.as_bytes()).map_err(|e| e.to_string())?;
         let master = Command::new("nginx")
             .arg("-p")
             .arg(dir)
