@@ -107,7 +107,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     }
     let args = args.effective();
     let started = Instant::now();
-    let workspace = crate::demo::workspace_root();
+    let workspace = crate::gateway_process::workspace_root();
     let dir = workspace.join("target/bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)
@@ -161,7 +161,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     };
 
     heading("build bunq-gateway (release) and start bunq-fake");
-    let bin = gateway::build_release(&workspace).map_err(|e| {
+    let bin = crate::gateway_process::build_gateway(&workspace, true).map_err(|e| {
         fail(
             "cargo build --release -p bunq-gateway",
             e,
@@ -304,7 +304,7 @@ fn rerun_in_release() -> Result<(), StepError> {
     );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(crate::demo::workspace_root())
+        .current_dir(crate::gateway_process::workspace_root())
         .args(["run", "--release", "--quiet", "-p", "xtask", "--"])
         .args(&args)
         .status()

@@ -5,14 +5,13 @@
 //! connects a demo end user through the real OAuth redirects, lists their accounts, tops
 //! one up and pays from it through the gateway, then shuts everything down.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bunq_testkit::{FakeBunq, FakeConfig};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
+use crate::gateway_process::{GatewayProcess, build_gateway, call, free_port, workspace_root};
 use crate::progress::{Progress, StepError};
 use crate::sandbox::{self, SandboxArgs};
 
@@ -25,9 +24,6 @@ pub struct DemoArgs {
 }
 
 const DEMO_USER: &str = "demo-alice";
-/// Bounded waits: the demo must end on its own.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     let started = Instant::now();
@@ -43,7 +39,9 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
         .step(
             "build bunq-gateway",
             "run `cargo build -p bunq-gateway` to see the compiler's message",
-            async { build_gateway(&workspace).map(|p| (p.clone(), p.display().to_string())) },
+            async {
+                build_gateway(&workspace, false).map(|p| (p.clone(), p.display().to_string()))
+            },
         )
         .await?;
 
@@ -79,8 +77,19 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     let gateway = progress
         .step(
             "start bunq-gateway",
-            "read the gateway's log above",
-            start_gateway(&gateway_bin, &outcome.config_path, &gateway_url),
+            "read target/demo/gateway.log",
+            async {
+                let log = demo_dir.join("gateway.log");
+                let gateway =
+                    GatewayProcess::start(&gateway_bin, &outcome.config_path, &gateway_url, &log)
+                        .await?;
+                let line = format!(
+                    "{gateway_url} ready after {} ms (log: {})",
+                    gateway.ready_after.as_millis(),
+                    log.display()
+                );
+                Ok::<_, String>((gateway, line))
+            },
         )
         .await?;
 
@@ -92,7 +101,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     let authorization_url = progress
         .step(
             "POST /v1/authorizations",
-            "check the gateway's log",
+            "check target/demo/gateway.log",
             async {
                 let body = call(
                     &http,
@@ -115,7 +124,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     progress
         .step(
             "the end user consents at bunq (redirects followed like a browser)",
-            "check the gateway's log for the callback",
+            "check target/demo/gateway.log for the callback",
             async {
                 // reqwest follows the fake's 302 to the gateway's /oauth/callback.
                 let response = http
@@ -160,7 +169,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     let account_id = progress
         .step(
             "list monetary accounts through the gateway",
-            "check the gateway's log",
+            "check target/demo/gateway.log",
             async {
                 let body = call(
                     &http,
@@ -184,7 +193,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
         .await?;
 
     progress
-        .step("top up from sugardaddy@bunq.com, then pay EUR 12.50", "check the gateway's log", async {
+        .step("top up from sugardaddy@bunq.com, then pay EUR 12.50", "check target/demo/gateway.log", async {
             let inquiry = json!({
                 "amount_inquired": { "value": "100.00", "currency": "EUR" },
                 "counterparty_alias": { "type": "EMAIL", "value": "sugardaddy@bunq.com", "name": "Sugar Daddy" },
@@ -255,155 +264,4 @@ fn accounts(body: &Value) -> Vec<(u64, String)> {
             Some((id, balance.to_owned()))
         })
         .collect()
-}
-
-/// One gateway call that must answer `expect`; returns its JSON body.
-async fn call(
-    http: &reqwest::Client,
-    bearer: &str,
-    method: reqwest::Method,
-    url: &str,
-    body: Option<Value>,
-    expect: u16,
-) -> Result<Value, String> {
-    let mut request = http
-        .request(method.clone(), url)
-        .header("Authorization", bearer);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{method} {url}: {e}"))?;
-    let status = response.status().as_u16();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if status != expect {
-        return Err(format!(
-            "{method} {url}: expected {expect}, got {status}: {text}"
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{method} {url}: not JSON ({e}): {text}"))
-}
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// Builds the gateway with the same cargo and returns its executable's path.
-fn build_gateway(workspace: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "bunq-gateway",
-            "--bin",
-            "bunq-gateway",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("running cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("cargo build failed ({})", output.status));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bunq-gateway")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo reported no bunq-gateway executable".to_owned())
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The gateway child process; killed if dropped without [`Gateway::terminate`].
-pub struct Gateway(Option<Child>);
-
-impl Gateway {
-    /// SIGTERM, then a bounded wait for a graceful exit.
-    pub fn terminate(mut self) -> Result<std::process::ExitStatus, String> {
-        let Some(mut child) = self.0.take() else {
-            return Err("gateway already stopped".into());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "no exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM; killed"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts the gateway and waits (bounded) until `/readyz` answers 200.
-pub async fn start_gateway(
-    bin: &Path,
-    config: &Path,
-    url: &str,
-) -> Result<(Gateway, String), String> {
-    let child = Command::new(bin)
-        .args(["--config", &config.display().to_string()])
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let mut gateway = Gateway(Some(child));
-    let started = Instant::now();
-    let http = reqwest::Client::new();
-    while started.elapsed() < READY_TIMEOUT {
-        if let Some(child) = gateway.0.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("gateway exited at start with {status}"));
-            }
-        }
-        if let Ok(r) = http
-            .get(format!("{url}/readyz"))
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return Ok((
-                    gateway,
-                    format!("{url} ready after {} ms", started.elapsed().as_millis()),
-                ));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err(format!("{url}/readyz not ready within {READY_TIMEOUT:?}"))
 }

@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod gateway_process;
 mod progress;
 mod sandbox;
 
