@@ -62,9 +62,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens and checks the database and builds the crates' objects.
+    /// Opens and checks the database, builds the crates' objects, and forgets the OAuth
+    /// states that expired while the gateway was down.
     pub async fn build(config: Config) -> Result<Self, GatewayError> {
         let state = app::build(&config).await?;
+        sweep_expired_states(&state).await;
         Ok(Self { config, state })
     }
 
@@ -77,6 +79,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let Self { config, state } = self;
+        let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
         let router = app::router(state.clone());
         let grace = config.http.shutdown_grace;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -101,6 +104,7 @@ impl Gateway {
                 }
             },
         };
+        sweeper.abort();
         served.map_err(GatewayError::Serve)?;
         state
             .store
@@ -109,6 +113,29 @@ impl Gateway {
             .map_err(|e| GatewayError::Store(Box::new(e)))?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often expired OAuth states are forgotten. A state lives minutes; an end user who
+/// never comes back must not leave a row behind forever.
+const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn sweep_expired_states_forever(state: app::Shared) {
+    let mut every = tokio::time::interval(STATE_SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate and `build` has just swept.
+    every.tick().await;
+    loop {
+        every.tick().await;
+        sweep_expired_states(&state).await;
+    }
+}
+
+async fn sweep_expired_states(state: &app::Shared) {
+    match state.flow.sweep_expired().await {
+        Ok(0) => {}
+        Ok(swept) => tracing::debug!(swept, "forgot expired OAuth states"),
+        Err(e) => tracing::warn!(error = %e, "could not sweep expired OAuth states"),
     }
 }
 

@@ -4,11 +4,20 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use bunq_oauth::{PendingState, StateContext, StateKey, TakeOutcome};
+use bunq_store::{MasterKey, Store};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{API_KEY, Env, Gateway};
+use support::{API_KEY, Env, Gateway, MASTER_KEY};
+
+/// The gateway's database, opened beside the gateway (SQLite in WAL mode allows it).
+async fn open_store(path: &std::path::Path) -> Store {
+    Store::open(path, MasterKey::from_base64(MASTER_KEY).unwrap())
+        .await
+        .unwrap()
+}
 
 fn top_up() -> Value {
     json!({
@@ -392,10 +401,47 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
     let stderr = String::from_utf8_lossy(&wrong_key.stderr);
     assert!(stderr.contains("wrong master key"), "{stderr}");
 
+    // An OAuth state that expired while the gateway was down is forgotten at start; a
+    // live one is kept.
+    let database = env.dir.path().join("gateway.sqlite3");
+    let (expired, live) = (StateKey("expired".into()), StateKey("live".into()));
+    let store = open_store(&database).await;
+    for (key, ttl) in [(&expired, -60i64), (&live, 600)] {
+        let now = SystemTime::now();
+        let expires_at = if ttl < 0 {
+            now - Duration::from_secs(ttl.unsigned_abs())
+        } else {
+            now + Duration::from_secs(ttl.unsigned_abs())
+        };
+        store
+            .insert_state(&PendingState {
+                key: key.clone(),
+                context: StateContext {
+                    user_ref: "erin".into(),
+                    return_to: None,
+                },
+                created_at: now - Duration::from_secs(120),
+                expires_at,
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+
     let installations = env.fake.calls("POST /installation");
     let sessions = env.fake.calls("POST /session-server");
     let devices = env.fake.calls("POST /device-server");
     let gw = env.start_gateway();
+    let store = open_store(&database).await;
+    assert_eq!(
+        store.take_state(&expired).await.unwrap(),
+        TakeOutcome::Unknown
+    );
+    assert!(matches!(
+        store.take_state(&live).await.unwrap(),
+        TakeOutcome::Taken(_)
+    ));
+    store.close().await.unwrap();
     let (status, user) = env.user(&gw, "erin").await;
     assert_eq!(status, 200);
     assert_eq!(user["status"], "connected");
