@@ -269,24 +269,25 @@ pub(crate) async fn delete_user(
     Path(user_ref): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     valid_user_ref(&user_ref)?;
-    // The store first: it is the truth the proxy falls back to, so once it is gone no
-    // new call can start for this user, whatever the caches still say.
-    state.store.delete_user(&user_ref).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot delete a user");
-        ApiError::internal("cannot delete the user")
-    })?;
-    // Closing the session at bunq is hygiene, not a condition: the session dies on its
-    // own and the gateway no longer holds its token either way.
+    if let Ok(mut connected) = state.connected.write() {
+        connected.remove(&user_ref);
+    }
+    // The session manager before the store: `disconnect` waits for a session renewal in
+    // flight for this user and stops any later one, so nothing saves the user's context
+    // back after the store forgot it. Closing the session at bunq (part of it) is
+    // hygiene, not a condition: the session dies on its own, and the gateway no longer
+    // holds its token either way.
     if let Err(e) = state
         .sessions
-        .close(&CredentialId::new(user_ref.as_str()))
+        .disconnect(&CredentialId::new(user_ref.as_str()))
         .await
     {
         tracing::info!(user_ref, error = %e, "could not close the session at bunq");
     }
-    if let Ok(mut connected) = state.connected.write() {
-        connected.remove(&user_ref);
-    }
+    state.store.delete_user(&user_ref).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot delete a user");
+        ApiError::internal("cannot delete the user")
+    })?;
     tracing::info!(user_ref, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }

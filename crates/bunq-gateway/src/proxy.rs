@@ -131,9 +131,10 @@ fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("missing the bunq path"));
     }
     for (i, segment) in segments.enumerate() {
-        let lower = segment.to_ascii_lowercase();
-        let dots = lower.replace("%2e", ".");
-        if dots == "." || dots == ".." {
+        // Compared decoded: bunq decodes the path before routing, so `%73ession-server`
+        // would otherwise reach the session-server endpoint past this check.
+        let lower = percent_decode_lower(segment);
+        if lower == "." || lower == ".." {
             return Err(ApiError::bad_request(
                 "dot segments are not allowed in the bunq path",
             ));
@@ -153,6 +154,27 @@ fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
         out.push_str(query);
     }
     Ok(out)
+}
+
+/// `segment` with every `%XX` decoded and ASCII lowercased (lossy: only compared).
+fn percent_decode_lower(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
 }
 
 /// 404 unless the user is connected; the cache spares the database on the hot path.
@@ -322,5 +344,18 @@ mod tests {
             assert_eq!(path(p), Err(StatusCode::FORBIDDEN), "{p}");
         }
         assert!(path("/v1/users/a/bunq/user/1/session-server").is_ok());
+    }
+
+    #[test]
+    fn upstream_path_refuses_percent_encoded_lifecycle_endpoints() {
+        for p in [
+            "/v1/users/a/bunq/%73ession-server",
+            "/v1/users/a/bunq/session%2Dserver",
+            "/v1/users/a/bunq/%69nstallation",
+            "/v1/users/a/bunq/device%2dserver",
+        ] {
+            assert_eq!(path(p), Err(StatusCode::FORBIDDEN), "{p}");
+        }
+        assert!(path("/v1/users/a/bunq/user/1/x%2").is_ok());
     }
 }

@@ -78,7 +78,10 @@ impl<S: StateStore> OAuthFlow<S> {
     pub async fn begin(&self, context: StateContext) -> Result<Authorization, OAuthError> {
         let state = State::generate()?;
         let created_at = SystemTime::now();
-        let expires_at = created_at + self.config.state_ttl;
+        // The TTL is the caller's; an absurd one must be an error, not an overflow panic.
+        let expires_at = created_at
+            .checked_add(self.config.state_ttl)
+            .ok_or_else(|| OAuthError::Config("state_ttl is out of range".to_owned()))?;
         self.store
             .insert(&PendingState {
                 key: state.key(),
@@ -156,5 +159,34 @@ impl<S: StateStore> OAuthFlow<S> {
     /// The HTTP client used for the token endpoint.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{MemoryStateStore, OAuthEndpoints};
+
+    #[tokio::test]
+    async fn absurd_state_ttl_is_an_error_not_a_panic() {
+        let config = OAuthConfig::new(
+            "cid",
+            "secret".to_owned(),
+            "http://127.0.0.1:1/oauth/callback",
+            OAuthEndpoints::custom("http://127.0.0.1:1/auth", "http://127.0.0.1:1/token"),
+        )
+        .with_state_ttl(Duration::MAX);
+        let flow = OAuthFlow::new(config, MemoryStateStore::new()).unwrap();
+        let err = flow
+            .begin(StateContext {
+                user_ref: "alice".to_owned(),
+                return_to: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OAuthError::Config(_)), "{err}");
+        assert!(flow.store().is_empty());
     }
 }

@@ -214,7 +214,12 @@ pub(crate) fn parse_session(body: &[u8], started: SystemTime) -> Result<Session,
         token: token.ok_or_else(|| missing("Token"))?,
         user_id,
         kind,
-        expires_at: started + Duration::from_secs(timeout),
+        // bunq's number, not ours: an absurd timeout must be an error, not an overflow panic.
+        expires_at: started
+            .checked_add(Duration::from_secs(timeout))
+            .ok_or_else(|| {
+                Error::unexpected(CONTEXT, format!("session_timeout {timeout} out of range"))
+            })?,
     })
 }
 
@@ -257,6 +262,16 @@ mod tests {
             .replace("604800", "1200");
         let s = parse_session(swapped.as_bytes(), t0).unwrap();
         assert_eq!(s.expires_at, t0 + Duration::from_secs(1200));
+    }
+
+    #[test]
+    fn absurd_session_timeout_is_an_error_not_a_panic() {
+        let body = format!(
+            r#"{{"Response":[{{"Id":{{"id":1}}}},{{"Token":{{"token":"t"}}}},{{"UserPerson":{{"id":3,"session_timeout":{}}}}}]}}"#,
+            u64::MAX
+        );
+        let err = parse_session(body.as_bytes(), SystemTime::now()).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 
     #[test]

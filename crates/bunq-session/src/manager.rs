@@ -62,6 +62,9 @@ struct SlotState {
     /// The full context (with the secret), loaded lazily from the store.
     context: Option<ApiContext>,
     refused: Option<Refusal>,
+    /// Set by [`SessionManager::disconnect`]: no session is created, saved or served for
+    /// this credential until [`SessionManager::connect`] is called again.
+    disconnected: bool,
 }
 
 /// Per-credential state: the published session, and the lock that makes session
@@ -204,6 +207,7 @@ impl<S: ContextStore> SessionManager<S> {
         let store = &self.inner.store;
         let slot = self.slot(credential);
         let mut state = slot.renew.lock().await;
+        state.disconnected = false;
         let stored = store.load(credential).await?.filter(|ctx| {
             // Both secrets are ours (not attacker-timed input), so a plain comparison
             // is fine here.
@@ -306,6 +310,9 @@ impl<S: ContextStore> SessionManager<S> {
     ) -> Result<Arc<Live>, Error> {
         let mut guard = slot.renew.lock().await;
         let state = &mut *guard;
+        if state.disconnected {
+            return Err(Error::NotConnected(credential.clone()));
+        }
         // Whoever held the lock before us may have done the work.
         if let Some(live) = slot.fresh() {
             let replaced = rejected.is_none_or(|dead| {
@@ -417,6 +424,50 @@ impl<S: ContextStore> SessionManager<S> {
         if let Ok(mut slots) = self.inner.slots.write() {
             slots.remove(credential);
         }
+    }
+
+    /// Disconnects a credential for good (until [`connect`](Self::connect) is called
+    /// again): waits for a session creation in flight for it to finish, then makes sure
+    /// no task, in flight or later, creates, saves or uses a session for it, and closes
+    /// its session at bunq (`DELETE /session/{id}`; its error is returned, the
+    /// disconnection stands either way).
+    ///
+    /// Call it *before* deleting the credential from the store: a renewal that loaded the
+    /// context before the deletion would otherwise save it back after.
+    pub async fn disconnect(&self, credential: &CredentialId) -> Result<(), Error> {
+        let slot = self.slot(credential);
+        let cached = {
+            let mut state = slot.renew.lock().await;
+            state.disconnected = true;
+            state.context = None;
+            match slot.live.write() {
+                Ok(mut live) => live.take(),
+                Err(_) => None,
+            }
+        };
+        let stored = match cached {
+            Some(_) => None,
+            None => self.inner.store.load(credential).await?,
+        };
+        let to_close = match (cached, stored) {
+            (Some(live), _) => Some((live.installation.clone(), live.session.clone())),
+            (
+                None,
+                Some(ApiContext {
+                    installation,
+                    session: Some(session),
+                    ..
+                }),
+            ) => Some((installation, session)),
+            _ => None,
+        };
+        if let Some((installation, session)) = to_close {
+            self.inner
+                .client
+                .close_session(&installation, &session)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Closes the credential's session at bunq (`DELETE /session/{id}`), forgets it,

@@ -477,3 +477,88 @@ async fn close_after_a_restart_closes_the_stored_session() {
     assert_eq!(fake.calls("DELETE /session/{id}"), 1);
     assert!(store.load(&cred).await.unwrap().unwrap().session.is_none());
 }
+
+/// A store that counts saves made after the application deleted the credential.
+#[derive(Default)]
+struct DeletingStore {
+    inner: MemoryContextStore,
+    deleted: std::sync::atomic::AtomicBool,
+    saves_after_delete: std::sync::atomic::AtomicU64,
+}
+
+impl bunq_session::ContextStore for DeletingStore {
+    async fn load(
+        &self,
+        credential: &CredentialId,
+    ) -> Result<Option<bunq_session::ApiContext>, bunq_session::ContextStoreError> {
+        if self.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.inner.load(credential).await
+    }
+
+    async fn save(
+        &self,
+        credential: &CredentialId,
+        context: &bunq_session::ApiContext,
+    ) -> Result<(), bunq_session::ContextStoreError> {
+        if self.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+            self.saves_after_delete
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.save(credential, context).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_waits_for_a_renewal_in_flight_so_nothing_is_saved_after_the_delete() {
+    use std::sync::atomic::Ordering;
+    let fake = FakeBunq::start().await.unwrap();
+    // The pacer holds the renewal for most of a window: time to disconnect meanwhile.
+    let policy = RateLimitPolicy::bunq().session_server_window(Duration::from_millis(800));
+    let store = Arc::new(DeletingStore::default());
+    let m = SessionManager::new(
+        client(&fake, policy, 0),
+        Arc::clone(&store),
+        SessionManagerConfig::default(),
+    );
+    let user = fake.create_sandbox_user();
+    let cred = CredentialId::new("wim");
+    m.connect(&cred, SecretString::from(user.api_key.clone()))
+        .await
+        .unwrap();
+
+    fake.knobs().fail_next_with_insufficient_authorisation(1);
+    let renewing = {
+        let (m, cred) = (m.clone(), cred.clone());
+        tokio::spawn(async move { m.request(&cred, get_user(user.user_id)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The application's DELETE: disconnect first, then delete from the store.
+    m.disconnect(&cred).await.unwrap();
+    store.deleted.store(true, Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(10), renewing)
+        .await
+        .unwrap();
+    assert_eq!(fake.calls("POST /session-server"), 2, "the renewal ran");
+    assert_eq!(store.saves_after_delete.load(Ordering::SeqCst), 0);
+
+    // Later calls neither open nor save a session.
+    assert!(matches!(
+        m.request(&cred, get_user(user.user_id)).await,
+        Err(Error::NotConnected(_))
+    ));
+    assert_eq!(fake.calls("POST /session-server"), 2);
+    assert_eq!(store.saves_after_delete.load(Ordering::SeqCst), 0);
+
+    // Connecting again lifts the disconnection.
+    store.deleted.store(false, Ordering::SeqCst);
+    m.connect(&cred, SecretString::from(user.api_key))
+        .await
+        .unwrap();
+    m.request(&cred, get_user(user.user_id))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+}
