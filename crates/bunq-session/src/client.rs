@@ -429,7 +429,14 @@ impl BunqClient {
             .map_err(transport)?;
         let status = resp.status().as_u16();
         let headers = std::mem::take(resp.headers_mut());
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = read_body(resp, self.inner.config.max_response_bytes)
+            .await
+            .map_err(|e| {
+                e.map_or_else(
+                    || too_large(req, self.inner.config.max_response_bytes),
+                    transport,
+                )
+            })?;
         let response_id = headers
             .get(RESPONSE_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -494,4 +501,45 @@ impl BunqClient {
             }
         }
     }
+}
+
+/// Reads a response body of at most `max` bytes. `Err(None)` means it was larger (the
+/// rest is not read); `Err(Some(_))` is the transport's error. The usual one-chunk body
+/// is returned as it came, without a copy.
+async fn read_body(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Bytes, Option<reqwest::Error>> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(None);
+    }
+    let Some(first) = resp.chunk().await? else {
+        return Ok(Bytes::new());
+    };
+    let mut body = match resp.chunk().await? {
+        None if first.len() <= max => return Ok(first),
+        None => return Err(None),
+        Some(second) => {
+            let mut body = bytes::BytesMut::with_capacity(first.len() + second.len());
+            body.extend_from_slice(&first);
+            body.extend_from_slice(&second);
+            body
+        }
+    };
+    loop {
+        if body.len() > max {
+            return Err(None);
+        }
+        match resp.chunk().await? {
+            Some(chunk) => body.extend_from_slice(&chunk),
+            None => return Ok(body.freeze()),
+        }
+    }
+}
+
+fn too_large(req: &ApiRequest, max: usize) -> Error {
+    Error::unexpected(
+        req.endpoint(),
+        format!("response body larger than {max} bytes"),
+    )
 }

@@ -60,6 +60,10 @@ pub struct ClientConfig {
     /// an RSA verification (the same answer: the verification is deterministic). `0`
     /// verifies every response with RSA.
     pub verify_cache_entries: usize,
+    /// The largest response body read from bunq (default 32 MiB); a larger one is an
+    /// [`Error::UnexpectedResponse`](crate::Error::UnexpectedResponse), not a memory
+    /// hazard. bunq's lists are at most 200 objects.
+    pub max_response_bytes: usize,
 }
 
 impl ClientConfig {
@@ -79,6 +83,7 @@ impl ClientConfig {
             max_retries: 3,
             retry_backoff: Duration::from_secs(1),
             verify_cache_entries: 1024,
+            max_response_bytes: 32 * 1024 * 1024,
         }
     }
 

@@ -506,3 +506,33 @@ async fn slow_response_is_a_timeout_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn response_larger_than_the_limit_is_an_error_not_a_memory_hazard() {
+    let mut server = Server::new_async().await;
+    let body = format!(r#"{{"Response":[{{"Blob":"{}"}}]}}"#, "x".repeat(4096));
+    let _mock = server
+        .mock("GET", "/v1/user/1")
+        .with_header("x-bunq-server-signature", &signature_of(&body))
+        .with_body(&body)
+        .expect(2)
+        .create_async()
+        .await;
+    let mut config = ClientConfig::new(Environment::Custom {
+        api_base: format!("{}/v1", server.url()),
+    })
+    .rate_limits(RateLimitPolicy::disabled());
+    config.max_response_bytes = 1024;
+    let small = BunqClient::new(config).unwrap();
+    let err = small
+        .request(&installation(), &session(), ApiRequest::get("user/1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
+    // The default limit reads the same body.
+    let resp = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user/1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.body.len(), body.len());
+}
