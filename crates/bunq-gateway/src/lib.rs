@@ -139,6 +139,28 @@ async fn sweep_expired_states(state: &app::Shared) {
     }
 }
 
+/// Re-seals every secret in the gateway's database from the configured encryption key to
+/// the key in `new_key_file` (32 raw bytes or their base64; owner-only, like every key
+/// file), in one transaction, and writes "key_rotated" to the audit log. Run it with the
+/// gateway stopped, then point `security.encryption_key_file` at the new key: a gateway
+/// still holding the old key would refuse the re-sealed values.
+pub async fn rotate_key(
+    config: &Config,
+    new_key_file: &std::path::Path,
+) -> Result<bunq_store::RotationReport, GatewayError> {
+    let old = app::master_key(&config.security.encryption_key)?;
+    let new = bunq_store::MasterKey::from_file(new_key_file)
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    let store = bunq_store::Store::open(&config.database, old.clone())
+        .await
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    let report = store.rotate_key(&old, &new).await;
+    let closed = store.close().await;
+    let report = report.map_err(|e| GatewayError::Store(Box::new(e)))?;
+    closed.map_err(|e| GatewayError::Store(Box::new(e)))?;
+    Ok(report)
+}
+
 /// Validates what can be validated without serving: the config (already parsed), the
 /// master key, and the crates' acceptance of the derived settings. Touches no network
 /// and no database.

@@ -1,5 +1,6 @@
-//! The `bunq-gateway` binary: `bunq-gateway [serve] --config PATH` or
-//! `bunq-gateway check-config --config PATH`.
+//! The `bunq-gateway` binary: `bunq-gateway [serve] --config PATH`,
+//! `bunq-gateway check-config --config PATH`, or
+//! `bunq-gateway rotate-key --config PATH --new-key-file PATH`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -29,6 +30,13 @@ enum Command {
     Serve,
     /// Validate the config and the master key, then exit (0 when valid).
     CheckConfig,
+    /// Re-encrypt every secret in the database under a new master key (gateway stopped),
+    /// then point security.encryption_key_file at the new key.
+    RotateKey {
+        /// The new key: 32 raw bytes or their base64, in a file only its owner may read.
+        #[arg(long, value_name = "PATH")]
+        new_key_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +53,26 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::RotateKey { new_key_file } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&GatewayError::Serve(e)),
+            };
+            match runtime.block_on(bunq_gateway::rotate_key(&config, &new_key_file)) {
+                Ok(report) => {
+                    println!(
+                        "re-encrypted {} values from key {} to key {} ({} were already under it); now set security.encryption_key_file = {:?} and start the gateway",
+                        report.reencrypted,
+                        report.old_key_id,
+                        report.new_key_id,
+                        report.already_new,
+                        new_key_file.display().to_string()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Serve => {
             if let Err(e) = bunq_gateway::check_config(&config) {
                 return fail(&e);

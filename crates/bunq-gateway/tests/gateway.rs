@@ -562,3 +562,65 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     assert!(status.success(), "{status:?}: {}", gw.logs());
     assert!(gw.logs().contains("shutting down"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_key_reseals_the_database_for_the_new_key() {
+    let env = Env::new().await;
+    let greta = env.end_user();
+    let gw = env.start_gateway();
+    assert_eq!(env.connect(&gw, "greta", greta.user_id).await.status(), 302);
+    assert!(gw.stop().success());
+
+    let new_key = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let new_key_file = env.dir.path().join("new.key");
+    bunq_signing::write_private_file(&new_key_file, new_key.as_bytes()).unwrap();
+    let config = env.write_config("gateway.toml", &env.config_text(600));
+    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
+        .args(["rotate-key", "--config"])
+        .arg(&config)
+        .arg("--new-key-file")
+        .arg(&new_key_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(stdout.contains("re-encrypted"), "{stdout}");
+    assert!(!stdout.contains(new_key) && !stdout.contains(MASTER_KEY));
+
+    // The old key no longer opens the database ...
+    let old = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("wrong master key"));
+
+    // ... the new one does, with the user still connected and no new installation.
+    let installations = env.fake.calls("POST /installation");
+    let with_new_key = env.write_config(
+        "rotated.toml",
+        &env.config_text(600).replace(MASTER_KEY, new_key),
+    );
+    let gw = Gateway::start(&with_new_key, env.dir.path());
+    let (status, user) = env.user(&gw, "greta").await;
+    assert_eq!(status, 200);
+    assert_eq!(user["status"], "connected");
+    let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
+    let accounts = env
+        .proxy(
+            &gw,
+            Method::GET,
+            "greta",
+            &format!("user/{bunq_user_id}/monetary-account-bank"),
+            None,
+        )
+        .await;
+    assert_eq!(accounts.status(), 200);
+    assert_eq!(env.fake.calls("POST /installation"), installations);
+    assert!(gw.stop().success());
+}
