@@ -10,7 +10,7 @@ use bunq_oauth::{PendingState, StateContext, StateKey, TakeOutcome};
 use bunq_store::{MasterKey, Store};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{API_KEY, Env, Gateway, MASTER_KEY};
+use support::{API_KEY, Env, Gateway, MASTER_KEY, run_to_exit};
 
 /// The gateway's database, opened beside the gateway (SQLite in WAL mode allows it).
 async fn open_store(path: &std::path::Path) -> Store {
@@ -387,15 +387,13 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
 
     // The same database with another encryption key: refused at start, not per request.
     let config = env.write_config("gateway.toml", &env.config_text(600));
-    let wrong_key = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
-        .arg("--config")
-        .arg(&config)
-        .env(
+    let wrong_key = run_to_exit(
+        &["--config".as_ref(), config.as_os_str()],
+        &[(
             "BUNQ_GATEWAY_SECURITY_ENCRYPTION_KEY",
             "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
-        )
-        .output()
-        .unwrap();
+        )],
+    );
     assert!(!wrong_key.status.success());
     assert!(wrong_key.stdout.is_empty(), "nothing is served");
     let stderr = String::from_utf8_lossy(&wrong_key.stderr);
@@ -499,11 +497,7 @@ async fn invalid_config_exits_at_once_naming_the_key() {
         .collect::<Vec<_>>()
         .join("\n");
     let config = env.write_config("broken.toml", &text);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_to_exit(&["--config".as_ref(), config.as_os_str()], &[]);
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "nothing is served");
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -512,12 +506,10 @@ async fn invalid_config_exits_at_once_naming_the_key() {
 
     // An environment override with a bad value is named too.
     let good = env.write_config("good.toml", &env.config_text(600));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
-        .args(["serve", "--config"])
-        .arg(&good)
-        .env("BUNQ_GATEWAY_HTTP_MAX_BODY_BYTES", "lots")
-        .output()
-        .unwrap();
+    let output = run_to_exit(
+        &["serve".as_ref(), "--config".as_ref(), good.as_os_str()],
+        &[("BUNQ_GATEWAY_HTTP_MAX_BODY_BYTES", "lots")],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
@@ -526,11 +518,14 @@ async fn invalid_config_exits_at_once_naming_the_key() {
     );
 
     // check-config accepts the good one.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
-        .args(["check-config", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let output = run_to_exit(
+        &[
+            "check-config".as_ref(),
+            "--config".as_ref(),
+            good.as_os_str(),
+        ],
+        &[],
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -575,13 +570,16 @@ async fn rotate_key_reseals_the_database_for_the_new_key() {
     let new_key_file = env.dir.path().join("new.key");
     bunq_signing::write_private_file(&new_key_file, new_key.as_bytes()).unwrap();
     let config = env.write_config("gateway.toml", &env.config_text(600));
-    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
-        .args(["rotate-key", "--config"])
-        .arg(&config)
-        .arg("--new-key-file")
-        .arg(&new_key_file)
-        .output()
-        .unwrap();
+    let rotated = run_to_exit(
+        &[
+            "rotate-key".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--new-key-file".as_ref(),
+            new_key_file.as_os_str(),
+        ],
+        &[],
+    );
     let stdout = String::from_utf8_lossy(&rotated.stdout);
     assert!(
         rotated.status.success(),
@@ -592,11 +590,7 @@ async fn rotate_key_reseals_the_database_for_the_new_key() {
     assert!(!stdout.contains(new_key) && !stdout.contains(MASTER_KEY));
 
     // The old key no longer opens the database ...
-    let old = std::process::Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let old = run_to_exit(&["--config".as_ref(), config.as_os_str()], &[]);
     assert!(!old.status.success());
     assert!(String::from_utf8_lossy(&old.stderr).contains("wrong master key"));
 

@@ -317,3 +317,13 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// Runs the gateway binary to completion (a subcommand, or a start that must fail) with
+/// `args` and extra environment variables, returning what it printed.
+pub fn run_to_exit(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
