@@ -132,14 +132,25 @@ fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
     }
     for (i, segment) in segments.enumerate() {
         // Compared decoded: bunq decodes the path before routing, so `%73ession-server`
-        // would otherwise reach the session-server endpoint past this check.
-        let lower = percent_decode_lower(segment);
-        if lower == "." || lower == ".." {
+        // would otherwise reach the session-server endpoint past this check. Most
+        // segments have no escape: they are compared as they are, without a copy.
+        let decoded;
+        let segment = if segment.contains('%') {
+            decoded = percent_decode_lower(segment);
+            decoded.as_str()
+        } else {
+            segment
+        };
+        if segment == "." || segment == ".." {
             return Err(ApiError::bad_request(
                 "dot segments are not allowed in the bunq path",
             ));
         }
-        if i == 0 && LIFECYCLE_ENDPOINTS.contains(&lower.as_str()) {
+        if i == 0
+            && LIFECYCLE_ENDPOINTS
+                .iter()
+                .any(|endpoint| endpoint.eq_ignore_ascii_case(segment))
+        {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "lifecycle_endpoint",
