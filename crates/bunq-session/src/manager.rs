@@ -449,24 +449,7 @@ impl<S: ContextStore> SessionManager<S> {
             Some(_) => None,
             None => self.inner.store.load(credential).await?,
         };
-        let to_close = match (cached, stored) {
-            (Some(live), _) => Some((live.installation.clone(), live.session.clone())),
-            (
-                None,
-                Some(ApiContext {
-                    installation,
-                    session: Some(session),
-                    ..
-                }),
-            ) => Some((installation, session)),
-            _ => None,
-        };
-        if let Some((installation, session)) = to_close {
-            self.inner
-                .client
-                .close_session(&installation, &session)
-                .await?;
-        }
+        self.close_at_bunq(cached, stored.as_ref()).await?;
         Ok(())
     }
 
@@ -476,8 +459,26 @@ impl<S: ContextStore> SessionManager<S> {
         let cached = self.slot(credential).current();
         self.forget(credential).await;
         let mut stored = self.inner.store.load(credential).await?;
-        let (installation, session) = match (cached, stored.as_ref()) {
-            (Some(live), _) => (live.installation.clone(), live.session.clone()),
+        let closed = self.close_at_bunq(cached, stored.as_ref()).await?;
+        if let Some(context) = stored
+            .as_mut()
+            .filter(|c| closed.is_some() && c.session.as_ref().map(|s| s.id) == closed)
+        {
+            context.session = None;
+            self.inner.store.save(credential, context).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes at bunq the cached session, else the stored one; returns the closed
+    /// session's id, if there was one to close.
+    async fn close_at_bunq(
+        &self,
+        cached: Option<Arc<Live>>,
+        stored: Option<&ApiContext>,
+    ) -> Result<Option<u64>, Error> {
+        let (installation, session) = match (&cached, stored) {
+            (Some(live), _) => (&live.installation, &live.session),
             (
                 None,
                 Some(ApiContext {
@@ -485,20 +486,13 @@ impl<S: ContextStore> SessionManager<S> {
                     session: Some(session),
                     ..
                 }),
-            ) => (installation.clone(), session.clone()),
-            _ => return Ok(()),
+            ) => (installation, session),
+            _ => return Ok(None),
         };
         self.inner
             .client
-            .close_session(&installation, &session)
+            .close_session(installation, session)
             .await?;
-        if let Some(context) = stored
-            .as_mut()
-            .filter(|c| c.session.as_ref().is_some_and(|s| s.id == session.id))
-        {
-            context.session = None;
-            self.inner.store.save(credential, context).await?;
-        }
-        Ok(())
+        Ok(Some(session.id))
     }
 }
