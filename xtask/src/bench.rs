@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// wrk's connections.
     #[arg(long, default_value_t = 64)]
     pub connections: u32,
+    /// Rounds of the gateway-vs-nginx comparison (wrk and fixed-rate runs); the
+    /// verdicts are on the median round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Requests per second of the fixed-rate latency runs.
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
@@ -75,12 +79,14 @@ impl BenchArgs {
         let mut a = self.clone();
         if a.quick {
             a.seconds = a.seconds.min(3);
+            a.rounds = a.rounds.min(1);
             a.latency_seconds = a.latency_seconds.min(2);
             a.signing_seconds = a.signing_seconds.min(1);
             a.users = a.users.min(1_000);
             a.live_sessions = a.live_sessions.min(100);
         }
         a.live_sessions = a.live_sessions.min(a.users.saturating_sub(1));
+        a.rounds = a.rounds.max(1);
         a
     }
 }
@@ -115,16 +121,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     let mut report = Report::default();
 
     heading("1. signing: ours vs `openssl speed rsa2048`");
-    let sign_us = match signing::measure(args.signing_seconds) {
+    let sign_us = match signing::measure(args.signing_seconds, args.rounds) {
         Ok(r) => {
-            let (s, v) = (
-                r.ours_sign / r.openssl_sign,
-                r.ours_verify / r.openssl_verify,
-            );
+            let (s, v) = (r.sign_ratio, r.verify_ratio);
+            let rounds = r.rounds.len();
             report.row(
                 "1",
                 "RSA-2048 sign, ours / openssl",
-                format!("{s:.2}x ({:.0} vs {:.0}/s)", r.ours_sign, r.openssl_sign),
+                format!(
+                    "{s:.2}x ({:.0} vs {:.0}/s; median of {rounds} rounds: {})",
+                    r.ours_sign,
+                    r.openssl_sign,
+                    report::each(r.rounds.iter().map(|x| x.ours_sign / x.openssl_sign))
+                ),
                 ">= 0.9x",
                 Verdict::of(s >= 0.9),
             );
@@ -132,8 +141,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
                 "1",
                 "RSA-2048 verify, ours / openssl",
                 format!(
-                    "{v:.2}x ({:.0} vs {:.0}/s)",
-                    r.ours_verify, r.openssl_verify
+                    "{v:.2}x ({:.0} vs {:.0}/s; median of {rounds} rounds: {})",
+                    r.ours_verify,
+                    r.openssl_verify,
+                    report::each(r.rounds.iter().map(|x| x.ours_verify / x.openssl_verify))
                 ),
                 ">= 0.75x",
                 Verdict::of(v >= 0.75),
@@ -176,7 +187,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     heading("sandbox-setup against the fake, start the gateway, connect a user");
     let (gw, user, config_path) = setup(&fake, &bin, &dir).await?;
     if let Some(seconds) = args.hold {
-        return hold(&gw, &user, &dir, seconds).await;
+        return hold(&gw, &user, &fake, &dir, seconds).await;
     }
     report.row(
         "6",
@@ -260,10 +271,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     Ok(())
 }
 
-/// `--hold`: the set-up only, kept up for profiling by hand.
+/// `--hold`: the set-up only, kept up for profiling by hand: the gateway and, when
+/// nginx is installed, the reference nginx in front of the same fake.
 async fn hold(
     gw: &GatewayProcess,
     user: &Connected,
+    fake: &FakeBunq,
     dir: &Path,
     seconds: u64,
 ) -> Result<(), StepError> {
@@ -271,11 +284,36 @@ async fn hold(
         "{}/v1/users/{}/bunq/user/{}/monetary-account-bank",
         gw.url, user.user_ref, user.bunq_user_id
     );
-    let env = format!(
+    let mut env = format!(
         "GW_URL='{url}'\nGW_PID={}\nGW_AUTH='{}'\n",
         gw.pid().unwrap_or(0),
         user.bearer
     );
+    let reference = gateway::free_port().and_then(|port| {
+        let upstream = fake.local_addr().to_string();
+        nginx::Nginx::start(&dir.join("nginx"), port, &upstream, &user.session_headers)
+            .map(|n| (n, port))
+    });
+    let _nginx = match reference {
+        Ok((n, port)) => {
+            let pids: Vec<String> = n
+                .master_pid()
+                .into_iter()
+                .chain(n.workers())
+                .map(|p| p.to_string())
+                .collect();
+            env.push_str(&format!(
+                "NGINX_URL='http://127.0.0.1:{port}/v1/user/{}/monetary-account-bank'\nNGINX_PIDS='{}'\n",
+                user.session_user_id,
+                pids.join(" ")
+            ));
+            Some(n)
+        }
+        Err(e) => {
+            println!("  no nginx beside the gateway: {e}");
+            None
+        }
+    };
     let path = dir.join("hold.env");
     std::fs::write(&path, env).map_err(|e| fail("write hold.env", e, "none"))?;
     println!("  holding {seconds} s; see {}", path.display());

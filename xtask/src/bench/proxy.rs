@@ -9,7 +9,7 @@ use serde_json::json;
 use super::gateway::{self, GatewayProcess};
 use super::load::{self, CpuMeter, Latency, WrkResult};
 use super::nginx::{self, Nginx};
-use super::report::{Report, Verdict};
+use super::report::{Report, Verdict, each, median};
 use super::{BenchArgs, Connected};
 
 /// What starting a second gateway over the first one's database needs.
@@ -20,7 +20,12 @@ pub struct Relaunch<'a> {
     pub config: &'a std::path::Path,
 }
 
-/// Item 3.
+/// Item 3. The gateway and nginx take turns under the same wrk load for
+/// `args.rounds` rounds (the order flips every round, so that a drift of the machine
+/// does not always favour the same side); each ratio is taken within a round, and the
+/// verdict is on the median round. On a shared 2-core VM the same binary's CPU per
+/// request moves by a third between runs minutes apart: one pair of runs decides
+/// nothing.
 pub async fn gateway_vs_nginx(
     args: &BenchArgs,
     report: &mut Report,
@@ -70,62 +75,49 @@ pub async fn gateway_vs_nginx(
         );
     }
 
-    let fake_pid = std::process::id();
     let (t, c, d) = (2, args.connections, args.seconds);
     println!("  wrk -t{t} -c{c} -d{d}s, direct to the fake (its ceiling) ...");
-    let fake_cpu = CpuMeter::start(vec![fake_pid]);
-    let direct = load::wrk(&direct_url, &direct_headers, t, c, d)?;
-    let (fake_cpu_s, _) = fake_cpu.stop();
-    check_clean("direct", &direct, report);
-
-    println!("  wrk -t{t} -c{c} -d{d}s, through the gateway ...");
-    let gw_pid = gw.pid().ok_or("gateway has no pid")?;
-    let gw_cpu = CpuMeter::start(vec![gw_pid]);
-    let through_gateway = load::wrk(&gateway_url, &bearer, t, c, d)?;
-    let (gw_cpu_s, _) = gw_cpu.stop();
-    check_clean("gateway", &through_gateway, report);
-
-    let fake_us = 1e6 * fake_cpu_s / direct.requests.max(1) as f64;
+    let direct = measured_wrk(
+        "direct",
+        &direct_url,
+        &direct_headers,
+        &[std::process::id()],
+        args,
+        report,
+    )?;
     report.row(
         "3",
         "bunq-fake alone (direct, its ceiling)",
-        format!("{:.0} req/s; fake CPU {fake_us:.0} us/req", direct.rps),
-        "",
-        Verdict::Info,
-    );
-    let gw_us = 1e6 * gw_cpu_s / through_gateway.requests.max(1) as f64;
-    report.row(
-        "3",
-        "gateway",
         format!(
-            "{:.0} req/s; gateway CPU {gw_us:.0} us/req",
-            through_gateway.rps
+            "{:.0} req/s; fake CPU {:.0} us/req",
+            direct.wrk.rps, direct.cpu_us
         ),
         "",
         Verdict::Info,
     );
-
     let mut figures = json!({
         "wrk": { "threads": t, "connections": c, "seconds": d },
-        "direct": direct, "gateway": through_gateway,
-        "fake_cpu_us_per_request": fake_us, "gateway_cpu_us_per_request": gw_us,
+        "rounds": args.rounds,
+        "direct": direct.wrk, "fake_cpu_us_per_request": direct.cpu_us,
     });
 
     // The same with every response verified by RSA, so that the verification cache's
     // share is in plain sight (the fake answers the same list every time, which is
     // the cache's best case).
-    match without_verify_cache(args, user, dir, bin, config).await {
-        Ok((run, us)) => {
-            check_clean("gateway, verification cache off", &run, report);
+    match without_verify_cache(args, user, dir, bin, config, report).await {
+        Ok(run) => {
             report.row(
                 "3",
                 "gateway, verification cache off (RSA verify per response)",
-                format!("{:.0} req/s; gateway CPU {us:.0} us/req", run.rps),
+                format!(
+                    "{:.0} req/s; gateway CPU {:.0} us/req",
+                    run.wrk.rps, run.cpu_us
+                ),
                 "",
                 Verdict::Info,
             );
-            figures["gateway_verify_cache_off"] = json!(run);
-            figures["gateway_verify_cache_off_cpu_us_per_request"] = json!(us);
+            figures["gateway_verify_cache_off"] = json!(run.wrk);
+            figures["gateway_verify_cache_off_cpu_us_per_request"] = json!(run.cpu_us);
         }
         Err(e) => report.skip("3", "gateway, verification cache off", e),
     }
@@ -145,9 +137,23 @@ pub async fn gateway_vs_nginx(
         }
         Err(e) => Err(e),
     };
+    let gw_pid = gw.pid().ok_or("gateway has no pid")?;
     let (nginx, nginx_port) = match nginx_run {
         Ok(n) => n,
         Err(e) => {
+            println!("  wrk -t{t} -c{c} -d{d}s, through the gateway ...");
+            let alone = measured_wrk("gateway", &gateway_url, &bearer, &[gw_pid], args, report)?;
+            report.row(
+                "3",
+                "gateway",
+                format!(
+                    "{:.0} req/s; gateway CPU {:.0} us/req",
+                    alone.wrk.rps, alone.cpu_us
+                ),
+                "",
+                Verdict::Info,
+            );
+            figures["gateway"] = json!(alone.wrk);
             report.skip(
                 "3",
                 "gateway / nginx requests per second",
@@ -164,89 +170,208 @@ pub async fn gateway_vs_nginx(
     if nginx_body != direct_body {
         report.note("nginx's body differs from the fake's direct body");
     }
-    println!("  wrk -t{t} -c{c} -d{d}s, through nginx ...");
-    let mut pids = nginx.workers();
-    pids.extend(nginx.master_pid());
-    let ng_cpu = CpuMeter::start(pids);
-    let through_nginx = load::wrk(&nginx_url, &[], t, c, d)?;
-    let (ng_cpu_s, _) = ng_cpu.stop();
-    check_clean("nginx", &through_nginx, report);
-    let ng_us = 1e6 * ng_cpu_s / through_nginx.requests.max(1) as f64;
+    let mut nginx_pids = nginx.workers();
+    nginx_pids.extend(nginx.master_pid());
+
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        println!(
+            "  round {round}/{}: wrk -t{t} -c{c} -d{d}s through the gateway and through nginx ...",
+            args.rounds
+        );
+        let gateway_first = round % 2 == 1;
+        let mut gateway_run = None;
+        let mut nginx_run = None;
+        for gateway_turn in [gateway_first, !gateway_first] {
+            if gateway_turn {
+                gateway_run = Some(measured_wrk(
+                    "gateway",
+                    &gateway_url,
+                    &bearer,
+                    &[gw_pid],
+                    args,
+                    report,
+                )?);
+            } else {
+                nginx_run = Some(measured_wrk(
+                    "nginx",
+                    &nginx_url,
+                    &[],
+                    &nginx_pids,
+                    args,
+                    report,
+                )?);
+            }
+        }
+        let (Some(gateway_run), Some(nginx_run)) = (gateway_run, nginx_run) else {
+            return Err("a round lost a run".into());
+        };
+        rounds.push(Round::new(gateway_run, nginx_run));
+    }
+    let gw_rps = median(rounds.iter().map(|r| r.gateway.wrk.rps));
+    let gw_us = median(rounds.iter().map(|r| r.gateway.cpu_us));
+    let ng_rps = median(rounds.iter().map(|r| r.nginx.wrk.rps));
+    let ng_us = median(rounds.iter().map(|r| r.nginx.cpu_us));
+    let of_rounds = |what: &str| format!("median of {} rounds{what}", rounds.len());
     report.row(
         "3",
-        "nginx proxy_pass",
+        "gateway",
         format!(
-            "{:.0} req/s; nginx CPU {ng_us:.0} us/req",
-            through_nginx.rps
+            "{gw_rps:.0} req/s; gateway CPU {gw_us:.0} us/req ({})",
+            of_rounds("")
         ),
         "",
         Verdict::Info,
     );
-    let rps_ratio = through_gateway.rps / through_nginx.rps.max(1e-9);
+    report.row(
+        "3",
+        "nginx proxy_pass",
+        format!(
+            "{ng_rps:.0} req/s; nginx CPU {ng_us:.0} us/req ({})",
+            of_rounds("")
+        ),
+        "",
+        Verdict::Info,
+    );
+    let rps_ratio = median(rounds.iter().map(|r| r.rps_ratio));
     report.row(
         "3",
         "gateway / nginx requests per second",
-        format!("{rps_ratio:.2}x"),
+        format!(
+            "{rps_ratio:.2}x ({}: {})",
+            of_rounds(""),
+            each(rounds.iter().map(|r| r.rps_ratio))
+        ),
         ">= 0.8x",
         Verdict::of(rps_ratio >= 0.8),
     );
-    let cpu_ratio = gw_us / ng_us.max(1e-9);
+    let cpu_ratio = median(rounds.iter().map(|r| r.cpu_ratio));
     report.row(
         "3",
         "gateway / nginx CPU per request",
-        format!("{cpu_ratio:.2}x ({gw_us:.0} vs {ng_us:.0} us)"),
+        format!(
+            "{cpu_ratio:.2}x ({}: {})",
+            of_rounds(""),
+            each(rounds.iter().map(|r| r.cpu_ratio))
+        ),
         "<= 2x",
         Verdict::of(cpu_ratio <= 2.0),
     );
 
-    // Latency at a moderate fixed rate, same for all three.
+    // Latency at a moderate fixed rate: direct, gateway and nginx in turn, each round.
     let rate = args.rate;
     let (warm, dur) = (
         Duration::from_secs(1),
         Duration::from_secs(args.latency_seconds),
     );
-    println!(
-        "  fixed rate {rate}/s for {}s each: direct, gateway, nginx ...",
-        args.latency_seconds
-    );
-    let lat_direct = load::fixed_rate(&direct_url, &direct_headers, rate, warm, dur).await?;
-    let lat_gateway = load::fixed_rate(&gateway_url, &bearer, rate, warm, dur).await?;
-    let lat_nginx = load::fixed_rate(&nginx_url, &[], rate, warm, dur).await?;
-    nginx.stop();
-    let added = |l: &Latency| (l.p99_us as f64 - lat_direct.p99_us as f64) / 1000.0;
-    for (name, l) in [
-        ("direct", &lat_direct),
-        ("gateway", &lat_gateway),
-        ("nginx", &lat_nginx),
-    ] {
-        if l.errors > 0 {
-            report.note(format!(
-                "fixed-rate run {name}: {} of {} requests failed",
-                l.errors, l.measured
-            ));
+    let mut latency_rounds = Vec::new();
+    for round in 1..=args.rounds {
+        println!(
+            "  round {round}/{}: fixed rate {rate}/s for {}s each: direct, gateway, nginx ...",
+            args.rounds, args.latency_seconds
+        );
+        let direct = load::fixed_rate(&direct_url, &direct_headers, rate, warm, dur).await?;
+        let gateway = load::fixed_rate(&gateway_url, &bearer, rate, warm, dur).await?;
+        let nginx = load::fixed_rate(&nginx_url, &[], rate, warm, dur).await?;
+        for (name, l) in [
+            ("direct", &direct),
+            ("gateway", &gateway),
+            ("nginx", &nginx),
+        ] {
+            if l.errors > 0 {
+                report.note(format!(
+                    "fixed-rate run {name}, round {round}: {} of {} requests failed",
+                    l.errors, l.measured
+                ));
+            }
         }
+        latency_rounds.push(LatencyRound {
+            gateway_added_ms: (gateway.p99_us as f64 - direct.p99_us as f64) / 1000.0,
+            nginx_added_ms: (nginx.p99_us as f64 - direct.p99_us as f64) / 1000.0,
+            direct,
+            gateway,
+            nginx,
+        });
     }
+    nginx.stop();
+    let added = median(latency_rounds.iter().map(|r| r.gateway_added_ms));
+    let nginx_added = median(latency_rounds.iter().map(|r| r.nginx_added_ms));
     report.row(
         "3",
         format!("p99 added over direct at {rate} req/s (gateway)"),
         format!(
-            "{:.2} ms (p99 {:.2} ms vs direct {:.2} ms; nginx adds {:.2} ms)",
-            added(&lat_gateway),
-            lat_gateway.p99_us as f64 / 1000.0,
-            lat_direct.p99_us as f64 / 1000.0,
-            added(&lat_nginx)
+            "{added:.2} ms ({}: {} ms; nginx adds {nginx_added:.2} ms)",
+            of_rounds(""),
+            each(latency_rounds.iter().map(|r| r.gateway_added_ms))
         ),
         "<= 1 ms",
-        Verdict::of(added(&lat_gateway) <= 1.0),
+        Verdict::of(added <= 1.0),
     );
-    figures["nginx"] = json!(through_nginx);
+    figures["rounds_figures"] = json!(rounds);
+    figures["gateway_cpu_us_per_request"] = json!(gw_us);
     figures["nginx_cpu_us_per_request"] = json!(ng_us);
     figures["rps_ratio"] = json!(rps_ratio);
     figures["cpu_ratio"] = json!(cpu_ratio);
-    figures["latency"] =
-        json!({ "direct": lat_direct, "gateway": lat_gateway, "nginx": lat_nginx });
+    figures["latency_rounds"] = json!(latency_rounds);
+    figures["p99_added_ms"] = json!(added);
     report.section("proxy", figures);
     Ok(())
+}
+
+/// One wrk run and the CPU time the measured processes spent during it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct MeasuredRun {
+    wrk: WrkResult,
+    /// CPU time (user + system) of the measured processes per completed request.
+    cpu_us: f64,
+}
+
+/// `wrk` against `url` while [`CpuMeter`] watches `pids`; a run with failed requests
+/// is noted in the report.
+fn measured_wrk(
+    name: &str,
+    url: &str,
+    headers: &[(String, String)],
+    pids: &[u32],
+    args: &BenchArgs,
+    report: &mut Report,
+) -> Result<MeasuredRun, String> {
+    let meter = CpuMeter::start(pids.to_vec());
+    let wrk = load::wrk(url, headers, 2, args.connections, args.seconds)?;
+    let (cpu_s, _) = meter.stop();
+    check_clean(name, &wrk, report);
+    let cpu_us = 1e6 * cpu_s / wrk.requests.max(1) as f64;
+    Ok(MeasuredRun { wrk, cpu_us })
+}
+
+/// The gateway and nginx under the same load, one after the other.
+#[derive(Debug, serde::Serialize)]
+struct Round {
+    gateway: MeasuredRun,
+    nginx: MeasuredRun,
+    rps_ratio: f64,
+    cpu_ratio: f64,
+}
+
+impl Round {
+    fn new(gateway: MeasuredRun, nginx: MeasuredRun) -> Self {
+        Round {
+            rps_ratio: gateway.wrk.rps / nginx.wrk.rps.max(1e-9),
+            cpu_ratio: gateway.cpu_us / nginx.cpu_us.max(1e-9),
+            gateway,
+            nginx,
+        }
+    }
+}
+
+/// The three fixed-rate runs of one round.
+#[derive(Debug, serde::Serialize)]
+struct LatencyRound {
+    direct: Latency,
+    gateway: Latency,
+    nginx: Latency,
+    gateway_added_ms: f64,
+    nginx_added_ms: f64,
 }
 
 /// A second gateway over the same database and session, with
@@ -257,7 +382,8 @@ async fn without_verify_cache(
     dir: &std::path::Path,
     bin: &std::path::Path,
     config: &std::path::Path,
-) -> Result<(WrkResult, f64), String> {
+    report: &mut Report,
+) -> Result<MeasuredRun, String> {
     let facts = gateway::read_config(config)?;
     let port = gateway::free_port()?;
     let variant = dir.join("gateway-verify-cache-off.toml");
@@ -276,14 +402,21 @@ async fn without_verify_cache(
         user.user_ref, user.bunq_user_id
     );
     let bearer = vec![("Authorization".to_owned(), user.bearer.clone())];
-    let (t, c, d) = (2, args.connections, args.seconds);
-    println!("  wrk -t{t} -c{c} -d{d}s, through a gateway with the verification cache off ...");
-    let cpu = CpuMeter::start(vec![off.pid().ok_or("gateway has no pid")?]);
-    let run = load::wrk(&target, &bearer, t, c, d)?;
-    let (cpu_s, _) = cpu.stop();
+    println!(
+        "  wrk -t2 -c{} -d{}s, through a gateway with the verification cache off ...",
+        args.connections, args.seconds
+    );
+    let pid = off.pid().ok_or("gateway has no pid")?;
+    let run = measured_wrk(
+        "gateway, verification cache off",
+        &target,
+        &bearer,
+        &[pid],
+        args,
+        report,
+    );
     let _ = off.terminate();
-    let us = 1e6 * cpu_s / run.requests.max(1) as f64;
-    Ok((run, us))
+    run
 }
 
 fn check_clean(name: &str, r: &WrkResult, report: &mut Report) {

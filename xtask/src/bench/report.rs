@@ -183,6 +183,25 @@ pub fn machine() -> Value {
     json!({ "cpu": model, "cores": cores })
 }
 
+/// The median (the mean of the middle two for an even count; NaN for none).
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `0.81, 0.78, 0.90`: every round's figure, in the order run.
+pub fn each(values: impl Iterator<Item = f64>) -> String {
+    values
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +235,13 @@ mod tests {
         assert_eq!(v["rows"][0]["verdict"], "met");
         assert_eq!(v["figures"]["store"]["lookups_per_s"], 30000.0);
         assert_eq!(v["command"], "cargo xtask bench");
+    }
+
+    #[test]
+    fn median_of_odd_even_and_no_rounds() {
+        assert_eq!(median([0.9, 0.7, 0.8].into_iter()), 0.8);
+        assert_eq!(median([2.0, 1.0, 4.0, 3.0].into_iter()), 2.5);
+        assert!(median(std::iter::empty()).is_nan());
+        assert_eq!(each([0.814, 2.0].into_iter()), "0.81, 2.00");
     }
 }

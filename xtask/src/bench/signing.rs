@@ -1,13 +1,16 @@
 //! Item 1: our RSA-2048 sign and verify rates beside `openssl speed rsa2048`, measured in
-//! the same run on the same machine (one core each, one after the other).
+//! the same run on the same machine (one core each), in rounds that take turns: the
+//! ratios are taken within a round and the verdict is on their median.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bunq_signing::PrivateKey;
 
-/// Rates in operations per second.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+use super::report::median;
+
+/// Rates in operations per second: each the median of the rounds.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SigningRates {
     /// OpenSSL's sign/s.
     pub openssl_sign: f64,
@@ -17,19 +20,71 @@ pub struct SigningRates {
     pub ours_sign: f64,
     /// Our `PublicKey::verify_body` per second.
     pub ours_verify: f64,
+    /// Median of the rounds' ours ÷ OpenSSL sign ratios.
+    pub sign_ratio: f64,
+    /// Median of the rounds' ours ÷ OpenSSL verify ratios.
+    pub verify_ratio: f64,
     /// CPU time of one of our signatures, in microseconds (for item 2's reasoning).
     pub ours_sign_us: f64,
     /// OpenSSL's sign/s with its AVX-512 IFMA code path switched off, on CPUs that have
-    /// it: the like-for-like figure for ring, which has no such path.
+    /// it: the like-for-like figure for ring, which has no such path (one run).
     pub openssl_sign_without_ifma: Option<f64>,
+    /// Every round, in the order run.
+    pub rounds: Vec<SigningRound>,
+}
+
+/// One round: OpenSSL and ours, one after the other.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SigningRound {
+    /// OpenSSL's sign/s.
+    pub openssl_sign: f64,
+    /// OpenSSL's verify/s.
+    pub openssl_verify: f64,
+    /// Our sign/s.
+    pub ours_sign: f64,
+    /// Our verify/s.
+    pub ours_verify: f64,
 }
 
 /// A representative request body: a small JSON payment.
 const BODY: &[u8] = br#"{"amount":{"value":"12.50","currency":"EUR"},"counterparty_alias":{"type":"EMAIL","value":"sugardaddy@bunq.com"},"description":"bench"}"#;
 
-/// Runs `openssl speed -seconds N rsa2048`, then our sign and verify loops for N s each.
-pub fn measure(seconds: u64) -> Result<SigningRates, String> {
-    let (openssl_sign, openssl_verify) = openssl_speed(seconds, None)?;
+/// `rounds` rounds of `openssl speed -seconds N rsa2048` and our sign and verify loops
+/// for N s each; OpenSSL goes first in odd rounds, ours in even ones.
+pub fn measure(seconds: u64, rounds: u32) -> Result<SigningRates, String> {
+    let key = PrivateKey::generate().map_err(|e| e.to_string())?;
+    let public = key.public_key();
+    let signature = key.sign_body(BODY);
+    let budget = Duration::from_secs(seconds);
+    let ours = || -> Result<(f64, f64), String> {
+        let sign = rate(budget, || {
+            std::hint::black_box(key.sign_body(std::hint::black_box(BODY)));
+            Ok(())
+        })?;
+        let verify = rate(budget, || {
+            public
+                .verify_body(std::hint::black_box(BODY), signature.as_str())
+                .map_err(|e| e.to_string())
+        })?;
+        Ok((sign, verify))
+    };
+    let mut measured = Vec::new();
+    for round in 1..=rounds.max(1) {
+        println!("  round {round}/{rounds}: openssl speed and ours, {seconds} s each ...");
+        let ((openssl_sign, openssl_verify), (ours_sign, ours_verify)) = if round % 2 == 1 {
+            let openssl = openssl_speed(seconds, None)?;
+            (openssl, ours()?)
+        } else {
+            let ours = ours()?;
+            (openssl_speed(seconds, None)?, ours)
+        };
+        measured.push(SigningRound {
+            openssl_sign,
+            openssl_verify,
+            ours_sign,
+            ours_verify,
+        });
+    }
     let has_ifma =
         std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx512ifma"));
     // OPENSSL_ia32cap's second word is CPUID leaf 7; EBX bit 21 is AVX512IFMA.
@@ -40,27 +95,18 @@ pub fn measure(seconds: u64) -> Result<SigningRates, String> {
     } else {
         None
     };
-    let key = PrivateKey::generate().map_err(|e| e.to_string())?;
-    let public = key.public_key();
-    let budget = Duration::from_secs(seconds);
-
-    let ours_sign = rate(budget, || {
-        std::hint::black_box(key.sign_body(std::hint::black_box(BODY)));
-        Ok(())
-    })?;
-    let signature = key.sign_body(BODY);
-    let ours_verify = rate(budget, || {
-        public
-            .verify_body(std::hint::black_box(BODY), signature.as_str())
-            .map_err(|e| e.to_string())
-    })?;
+    let of = |f: fn(&SigningRound) -> f64| median(measured.iter().map(f));
+    let ours_sign = of(|r| r.ours_sign);
     Ok(SigningRates {
-        openssl_sign,
-        openssl_verify,
+        openssl_sign: of(|r| r.openssl_sign),
+        openssl_verify: of(|r| r.openssl_verify),
         ours_sign,
-        ours_verify,
+        ours_verify: of(|r| r.ours_verify),
+        sign_ratio: of(|r| r.ours_sign / r.openssl_sign),
+        verify_ratio: of(|r| r.ours_verify / r.openssl_verify),
         ours_sign_us: 1e6 / ours_sign,
         openssl_sign_without_ifma,
+        rounds: measured,
     })
 }
 
