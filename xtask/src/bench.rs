@@ -41,7 +41,7 @@ pub struct BenchArgs {
     pub connections: u32,
     /// Rounds of the gateway-vs-nginx comparison (wrk and fixed-rate runs); the
     /// verdicts are on the median round.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Requests per second of the fixed-rate latency runs.
     #[arg(long, default_value_t = 500)]
