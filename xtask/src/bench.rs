@@ -316,8 +316,16 @@ async fn hold(
     };
     let path = dir.join("hold.env");
     std::fs::write(&path, env).map_err(|e| fail("write hold.env", e, "none"))?;
-    println!("  holding {seconds} s; see {}", path.display());
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    println!(
+        "  holding {seconds} s (Ctrl-C stops the gateway and nginx); see {}",
+        path.display()
+    );
+    // Ctrl-C ends the hold like the timeout, so that the gateway and nginx are stopped
+    // by their drops instead of outliving the bench.
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        _ = tokio::signal::ctrl_c() => println!("  interrupted; stopping"),
+    }
     Ok(())
 }
 
