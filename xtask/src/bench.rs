@@ -124,12 +124,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     let sign_us = match signing::measure(args.signing_seconds, args.rounds) {
         Ok(r) => {
             let (s, v) = (r.sign_ratio, r.verify_ratio);
-            let rounds = r.rounds.len();
+            let rounds = report::median_of(r.rounds.len());
             report.row(
                 "1",
                 "RSA-2048 sign, ours / openssl",
                 format!(
-                    "{s:.2}x ({:.0} vs {:.0}/s; median of {rounds} rounds: {})",
+                    "{s:.2}x ({:.0} vs {:.0}/s; {rounds}: {})",
                     r.ours_sign,
                     r.openssl_sign,
                     report::each(r.rounds.iter().map(|x| x.ours_sign / x.openssl_sign))
@@ -141,7 +141,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
                 "1",
                 "RSA-2048 verify, ours / openssl",
                 format!(
-                    "{v:.2}x ({:.0} vs {:.0}/s; median of {rounds} rounds: {})",
+                    "{v:.2}x ({:.0} vs {:.0}/s; {rounds}: {})",
                     r.ours_verify,
                     r.openssl_verify,
                     report::each(r.rounds.iter().map(|x| x.ours_verify / x.openssl_verify))
@@ -289,11 +289,8 @@ async fn hold(
         gw.pid().unwrap_or(0),
         user.bearer
     );
-    let reference = gateway::free_port().and_then(|port| {
-        let upstream = fake.local_addr().to_string();
-        nginx::Nginx::start(&dir.join("nginx"), port, &upstream, &user.session_headers)
-            .map(|n| (n, port))
-    });
+    let reference =
+        nginx::Nginx::start_in_front_of(fake, &dir.join("nginx"), &user.session_headers);
     let _nginx = match reference {
         Ok((n, port)) => {
             let pids: Vec<String> = n

@@ -104,6 +104,17 @@ impl Nginx {
         Err("nginx did not accept connections within 10 s".into())
     }
 
+    /// [`start`](Self::start) on a free port in front of `fake`; returns the port too.
+    pub fn start_in_front_of(
+        fake: &bunq_testkit::FakeBunq,
+        dir: &Path,
+        headers: &ProxyHeaders,
+    ) -> Result<(Nginx, u16), String> {
+        let port = super::gateway::free_port()?;
+        let upstream = fake.local_addr().to_string();
+        Nginx::start(dir, port, &upstream, headers).map(|n| (n, port))
+    }
+
     /// The master's pid.
     pub fn master_pid(&self) -> Option<u32> {
         self.master.as_ref().map(Child::id)

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::gateway::{self, GatewayProcess};
 use super::load::{self, CpuMeter, Latency, WrkResult};
 use super::nginx::{self, Nginx};
-use super::report::{Report, Verdict, each, median};
+use super::report::{Report, Verdict, each, median, median_of};
 use super::{BenchArgs, Connected};
 
 /// What starting a second gateway over the first one's database needs.
@@ -85,15 +85,11 @@ pub async fn gateway_vs_nginx(
         args,
         report,
     )?;
-    report.row(
-        "3",
+    run_row(
+        report,
         "bunq-fake alone (direct, its ceiling)",
-        format!(
-            "{:.0} req/s; fake CPU {:.0} us/req",
-            direct.wrk.rps, direct.cpu_us
-        ),
-        "",
-        Verdict::Info,
+        "fake",
+        &direct,
     );
     let mut figures = json!({
         "wrk": { "threads": t, "connections": c, "seconds": d },
@@ -106,15 +102,11 @@ pub async fn gateway_vs_nginx(
     // the cache's best case).
     match without_verify_cache(args, user, dir, bin, config, report).await {
         Ok(run) => {
-            report.row(
-                "3",
+            run_row(
+                report,
                 "gateway, verification cache off (RSA verify per response)",
-                format!(
-                    "{:.0} req/s; gateway CPU {:.0} us/req",
-                    run.wrk.rps, run.cpu_us
-                ),
-                "",
-                Verdict::Info,
+                "gateway",
+                &run,
             );
             figures["gateway_verify_cache_off"] = json!(run.wrk);
             figures["gateway_verify_cache_off_cpu_us_per_request"] = json!(run.cpu_us);
@@ -130,10 +122,7 @@ pub async fn gateway_vs_nginx(
     let nginx_run = match tools {
         Ok(how) => {
             report.note(format!("tools: {how}"));
-            let port = gateway::free_port()?;
-            let upstream = fake.local_addr().to_string();
-            Nginx::start(&dir.join("nginx"), port, &upstream, &user.session_headers)
-                .map(|n| (n, port))
+            Nginx::start_in_front_of(fake, &dir.join("nginx"), &user.session_headers)
         }
         Err(e) => Err(e),
     };
@@ -143,16 +132,7 @@ pub async fn gateway_vs_nginx(
         Err(e) => {
             println!("  wrk -t{t} -c{c} -d{d}s, through the gateway ...");
             let alone = measured_wrk("gateway", &gateway_url, &bearer, &[gw_pid], args, report)?;
-            report.row(
-                "3",
-                "gateway",
-                format!(
-                    "{:.0} req/s; gateway CPU {:.0} us/req",
-                    alone.wrk.rps, alone.cpu_us
-                ),
-                "",
-                Verdict::Info,
-            );
+            run_row(report, "gateway", "gateway", &alone);
             figures["gateway"] = json!(alone.wrk);
             report.skip(
                 "3",
@@ -212,13 +192,13 @@ pub async fn gateway_vs_nginx(
     let gw_us = median(rounds.iter().map(|r| r.gateway.cpu_us));
     let ng_rps = median(rounds.iter().map(|r| r.nginx.wrk.rps));
     let ng_us = median(rounds.iter().map(|r| r.nginx.cpu_us));
-    let of_rounds = |what: &str| format!("median of {} rounds{what}", rounds.len());
+    let of_rounds = median_of(rounds.len());
     report.row(
         "3",
         "gateway",
         format!(
             "{gw_rps:.0} req/s; gateway CPU {gw_us:.0} us/req ({})",
-            of_rounds("")
+            of_rounds
         ),
         "",
         Verdict::Info,
@@ -228,7 +208,7 @@ pub async fn gateway_vs_nginx(
         "nginx proxy_pass",
         format!(
             "{ng_rps:.0} req/s; nginx CPU {ng_us:.0} us/req ({})",
-            of_rounds("")
+            of_rounds
         ),
         "",
         Verdict::Info,
@@ -239,7 +219,7 @@ pub async fn gateway_vs_nginx(
         "gateway / nginx requests per second",
         format!(
             "{rps_ratio:.2}x ({}: {})",
-            of_rounds(""),
+            of_rounds,
             each(rounds.iter().map(|r| r.rps_ratio))
         ),
         ">= 0.8x",
@@ -251,7 +231,7 @@ pub async fn gateway_vs_nginx(
         "gateway / nginx CPU per request",
         format!(
             "{cpu_ratio:.2}x ({}: {})",
-            of_rounds(""),
+            of_rounds,
             each(rounds.iter().map(|r| r.cpu_ratio))
         ),
         "<= 2x",
@@ -301,7 +281,7 @@ pub async fn gateway_vs_nginx(
         format!("p99 added over direct at {rate} req/s (gateway)"),
         format!(
             "{added:.2} ms ({}: {} ms; nginx adds {nginx_added:.2} ms)",
-            of_rounds(""),
+            of_rounds,
             each(latency_rounds.iter().map(|r| r.gateway_added_ms))
         ),
         "<= 1 ms",
@@ -316,6 +296,20 @@ pub async fn gateway_vs_nginx(
     figures["p99_added_ms"] = json!(added);
     report.section("proxy", figures);
     Ok(())
+}
+
+/// An information row: a run's requests per second and `who`'s CPU per request.
+fn run_row(report: &mut Report, metric: &str, who: &str, run: &MeasuredRun) {
+    report.row(
+        "3",
+        metric,
+        format!(
+            "{:.0} req/s; {who} CPU {:.0} us/req",
+            run.wrk.rps, run.cpu_us
+        ),
+        "",
+        Verdict::Info,
+    );
 }
 
 /// One wrk run and the CPU time the measured processes spent during it.

@@ -194,6 +194,15 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// `median of 5 rounds`, or `one round`.
+pub fn median_of(rounds: usize) -> String {
+    if rounds == 1 {
+        "one round".to_owned()
+    } else {
+        format!("median of {rounds} rounds")
+    }
+}
+
 /// `0.81, 0.78, 0.90`: every round's figure, in the order run.
 pub fn each(values: impl Iterator<Item = f64>) -> String {
     values
