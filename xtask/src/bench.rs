@@ -374,17 +374,7 @@ async fn setup(
         gateway::free_port().map_err(|e| fail("pick a port", e, "is 127.0.0.1 available?"))?;
     let gateway_url = format!("http://127.0.0.1:{port}");
     let database = dir.join("gateway.sqlite3");
-    let setup = SandboxArgs {
-        api_base_url: fake.api_base(),
-        oauth_authorize_url: Some(fake.oauth_authorize_url()),
-        oauth_token_url: Some(fake.oauth_token_url()),
-        out: dir.join("gateway.toml"),
-        callback_url: format!("{gateway_url}/oauth/callback"),
-        api_key: None,
-        no_money: false,
-        context_file: dir.join("bunq-sandbox.json"),
-        database: database.display().to_string(),
-    };
+    let setup = SandboxArgs::against_fake(fake, dir, &gateway_url, &database);
     let outcome = sandbox::run(&setup).await?;
     let bearer = format!("Bearer {}", outcome.gateway_api_key.expose_secret());
     let gw = GatewayProcess::start(

@@ -55,17 +55,12 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
 
     let port = free_port().map_err(|e| fail("pick a port", e, "is 127.0.0.1 available?"))?;
     let gateway_url = format!("http://127.0.0.1:{port}");
-    let setup = SandboxArgs {
-        api_base_url: fake.api_base(),
-        oauth_authorize_url: Some(fake.oauth_authorize_url()),
-        oauth_token_url: Some(fake.oauth_token_url()),
-        out: demo_dir.join("gateway.toml"),
-        callback_url: format!("{gateway_url}/oauth/callback"),
-        api_key: None,
-        no_money: false,
-        context_file: demo_dir.join("bunq-sandbox.json"),
-        database: demo_dir.join("bunq-gateway.sqlite3").display().to_string(),
-    };
+    let setup = SandboxArgs::against_fake(
+        &fake,
+        &demo_dir,
+        &gateway_url,
+        &demo_dir.join("bunq-gateway.sqlite3"),
+    );
     println!(
         "---- cargo xtask sandbox-setup --api-base-url {} ----",
         setup.api_base_url

@@ -61,6 +61,30 @@ pub struct SandboxArgs {
     pub database: String,
 }
 
+impl SandboxArgs {
+    /// Onboarding against a local bunq-fake (the demo's and the bench's set-up): the
+    /// fake's API and OAuth URLs, a new sandbox user topped up, the config and the
+    /// sandbox context under `dir`, the gateway's callback under `gateway_url`.
+    pub fn against_fake(
+        fake: &bunq_testkit::FakeBunq,
+        dir: &Path,
+        gateway_url: &str,
+        database: &Path,
+    ) -> Self {
+        SandboxArgs {
+            api_base_url: fake.api_base(),
+            oauth_authorize_url: Some(fake.oauth_authorize_url()),
+            oauth_token_url: Some(fake.oauth_token_url()),
+            out: dir.join("gateway.toml"),
+            callback_url: format!("{gateway_url}/oauth/callback"),
+            api_key: None,
+            no_money: false,
+            context_file: dir.join("bunq-sandbox.json"),
+            database: database.display().to_string(),
+        }
+    }
+}
+
 /// What a run produced.
 pub struct SetupOutcome {
     /// The config written.
