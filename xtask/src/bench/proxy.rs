@@ -451,16 +451,12 @@ pub async fn coalescing_after_expiry(
         "after expiry the gateway's own {metric} rose by {}",
         gw_after - gw_before
     ));
-    report.row(
-        "4",
-        "session-server calls, 1,000 concurrent GETs after bunq dropped the session",
-        format!("{calls} ({ok} x 200, {failed} failed)"),
-        "exactly 1",
-        Verdict::of(calls == 1 && failed == 0),
-    );
-    report.section(
+    coalescing_row(
+        report,
         "coalescing_after_expiry",
-        json!({ "session_server_calls": calls, "ok": ok, "failed": failed }),
+        "session-server calls, 1,000 concurrent GETs after bunq dropped the session",
+        calls,
+        (ok, failed),
     );
     Ok(())
 }
@@ -478,18 +474,35 @@ pub async fn coalescing_cold(
     let before = fake.calls("POST /session-server");
     let (ok, failed) = concurrent_gets(&url, bearer, 1000).await?;
     let calls = fake.calls("POST /session-server") - before;
+    coalescing_row(
+        report,
+        "coalescing_cold",
+        "session-server calls, 1,000 concurrent GETs for a user with no session",
+        calls,
+        (ok, failed),
+    );
+    Ok(())
+}
+
+/// Item 4's verdict: exactly one session-server call, and every GET answered 200.
+fn coalescing_row(
+    report: &mut Report,
+    section: &str,
+    metric: &str,
+    calls: u64,
+    (ok, failed): (usize, usize),
+) {
     report.row(
         "4",
-        "session-server calls, 1,000 concurrent GETs for a user with no session",
+        metric,
         format!("{calls} ({ok} x 200, {failed} failed)"),
         "exactly 1",
         Verdict::of(calls == 1 && failed == 0),
     );
     report.section(
-        "coalescing_cold",
+        section,
         json!({ "session_server_calls": calls, "ok": ok, "failed": failed }),
     );
-    Ok(())
 }
 
 /// `n` GETs started together (one connection each), bounded by 60 s. (ok, failed).
