@@ -109,7 +109,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
                 .await?;
                 let url = body["authorization_url"]
                     .as_str()
-                    .unwrap_or_default()
+                    .ok_or_else(|| format!("no authorization_url in {body}"))?
                     .to_owned();
                 Ok::<_, String>((url.clone(), format!("send {DEMO_USER} to {url}")))
             },
