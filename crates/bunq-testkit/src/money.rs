@@ -118,10 +118,7 @@ pub(crate) fn create_payment(
     check_alias(&body.counterparty_alias)?;
     let mut world = shared.world();
     own_account(&world, caller, account_id)?;
-    // The same request id executes once: a client retrying after a lost response gets
-    // the first payment's id back and no money moves twice.
-    if let Some(id) = call.request_id.and_then(|r| world.executed_requests.get(r)) {
-        let id = *id;
+    if let Some(id) = world.executed(call.request_id) {
         drop(world);
         return Ok(wire::created_id(shared, id));
     }
@@ -159,9 +156,7 @@ pub(crate) fn create_payment(
         description: body.description.unwrap_or_default(),
         created: SystemTime::now(),
     });
-    if let Some(r) = call.request_id {
-        world.executed_requests.insert(r.to_owned(), id);
-    }
+    world.remember_executed(call.request_id, id);
     drop(world);
     Ok(wire::created_id(shared, id))
 }
@@ -213,8 +208,7 @@ pub(crate) fn create_request_inquiry(
     }
     let mut world = shared.world();
     own_account(&world, caller, account_id)?;
-    if let Some(id) = call.request_id.and_then(|r| world.executed_requests.get(r)) {
-        let id = *id;
+    if let Some(id) = world.executed(call.request_id) {
         drop(world);
         return Ok(wire::created_id(shared, id));
     }
@@ -225,9 +219,7 @@ pub(crate) fn create_request_inquiry(
             a.balance_cents += cents;
         }
     }
-    if let Some(r) = call.request_id {
-        world.executed_requests.insert(r.to_owned(), id);
-    }
+    world.remember_executed(call.request_id, id);
     drop(world);
     Ok(wire::created_id(shared, id))
 }

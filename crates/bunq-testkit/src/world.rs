@@ -146,6 +146,20 @@ impl World {
         self.next_id
     }
 
+    /// The id an earlier call with this `X-Bunq-Client-Request-Id` created: bunq executes
+    /// a request id once, so a client retrying after a lost response gets the first
+    /// payment's id back and no money moves twice.
+    pub fn executed(&self, request_id: Option<&str>) -> Option<u64> {
+        request_id.and_then(|r| self.executed_requests.get(r).copied())
+    }
+
+    /// Remembers that the call with `request_id` (if it had one) created `id`.
+    pub fn remember_executed(&mut self, request_id: Option<&str>, id: u64) {
+        if let Some(r) = request_id {
+            self.executed_requests.insert(r.to_owned(), id);
+        }
+    }
+
     /// A sandbox `UserPerson` with an API key and two EUR accounts at 0.00.
     pub fn create_sandbox_user(&mut self) -> (u64, String, Vec<u64>) {
         let id = self.next_id();
