@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope::{self, Page};
 use crate::error::is_dead_session;
 use crate::rate_limit::{Limiter, SessionPacer};
+use crate::transport::{Failure, Transport};
 use crate::verify_cache::VerifiedCache;
 use crate::{ClientConfig, Error, Installation, Session};
 
@@ -33,6 +34,8 @@ pub const RESPONSE_ID_HEADER: HeaderName = HeaderName::from_static("x-bunq-clien
 const LANGUAGE_HEADER: HeaderName = HeaderName::from_static("x-bunq-language");
 const REGION_HEADER: HeaderName = HeaderName::from_static("x-bunq-region");
 const GEOLOCATION_HEADER: HeaderName = HeaderName::from_static("x-bunq-geolocation");
+/// How long an unused pooled connection to bunq stays open.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One call to bunq's API, relative to the API base.
 #[derive(Clone)]
@@ -40,14 +43,18 @@ pub struct ApiRequest {
     /// The HTTP method.
     pub method: Method,
     /// Path and query relative to the API base, e.g.
-    /// `user/1/monetary-account-bank?count=10` (a leading `/` is tolerated).
+    /// `user/1/monetary-account-bank?count=10` (a leading `/` is tolerated). Sent as
+    /// given: it must be valid in a URI (percent-encode spaces and the like), or the call
+    /// fails with [`Error::InvalidRequest`] before anything is sent.
     pub path_and_query: String,
     /// The raw body; it is signed byte for byte.
     pub body: Bytes,
     /// Allows retrying a PUT or DELETE (on 429, 502–504, connection failures, and once
     /// after a session renewal). GET is always retried; POST never.
     pub idempotent_retry: bool,
-    /// Extra headers; the bunq headers set by the client win over these.
+    /// Extra headers. They replace the client's defaults of the same name (user agent,
+    /// language, ...); the bunq headers the client sets (request id, authentication,
+    /// signature) replace them.
     pub extra_headers: HeaderMap,
 }
 
@@ -213,7 +220,9 @@ pub(crate) enum Auth<'a> {
 }
 
 pub(crate) struct ClientInner {
-    pub(crate) http: reqwest::Client,
+    http: Transport,
+    /// User agent, language, region, geolocation, cache control, content type.
+    default_headers: HeaderMap,
     pub(crate) config: ClientConfig,
     pub(crate) api_base: String,
     pub(crate) limiter: Limiter,
@@ -249,7 +258,7 @@ impl BunqClient {
         let value = |name: &str, v: &str| {
             HeaderValue::from_str(v).map_err(|_| Error::Config(format!("invalid {name} {v:?}")))
         };
-        // Headers that never change go in once, as the client's defaults.
+        // Headers that never change are built once; each request starts from a copy.
         let mut defaults = HeaderMap::new();
         defaults.insert(USER_AGENT, value("user agent", &config.user_agent)?);
         defaults.insert(LANGUAGE_HEADER, value("language", &config.language)?);
@@ -260,17 +269,7 @@ impl BunqClient {
         );
         defaults.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         defaults.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
-            .default_headers(defaults)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Pagination links are followed explicitly; a redirect would carry the
-            // session token to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = Transport::new(config.connect_timeout, POOL_IDLE_TIMEOUT);
         let verified = (config.verify_cache_entries > 0)
             .then(|| VerifiedCache::new(config.verify_cache_entries));
         Ok(Self {
@@ -278,6 +277,7 @@ impl BunqClient {
                 limiter: Limiter::new(config.rate_limits.clone()),
                 pacer: SessionPacer::new(&config.rate_limits),
                 http,
+                default_headers: defaults,
                 api_base,
                 config,
                 session_server_calls: AtomicU64::new(0),
@@ -353,7 +353,7 @@ impl BunqClient {
                     tokio::time::sleep(delay).await;
                 }
                 Ok(resp) => return self.verify(auth, req, resp),
-                Err(Error::Transport { endpoint, source }) if can_retry && !source.is_timeout() => {
+                Err(Error::Transport { endpoint, source }) if can_retry => {
                     tracing::debug!(%endpoint, error = %source, attempt, "transport error; retrying");
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
@@ -381,7 +381,15 @@ impl BunqClient {
         req: &ApiRequest,
         url: &str,
     ) -> Result<RawResponse, Error> {
-        let mut headers = req.extra_headers.clone();
+        // The caller's extra headers replace the defaults of the same name; the bunq
+        // headers below replace both.
+        let mut headers = self.inner.default_headers.clone();
+        for name in req.extra_headers.keys() {
+            headers.remove(name);
+            for value in req.extra_headers.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
         let mut id_buf = uuid::Uuid::encode_buffer();
         let request_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
         headers.insert(
@@ -405,46 +413,46 @@ impl BunqClient {
                     .map_err(|e| Error::Config(e.to_string()))?,
             );
         }
-        let transport = |source: reqwest::Error| {
-            if source.is_timeout() {
-                Error::Timeout {
-                    endpoint: req.endpoint(),
-                    after: self.inner.config.request_timeout,
-                }
-            } else {
-                Error::Transport {
-                    endpoint: req.endpoint(),
-                    source,
-                }
-            }
-        };
-        let mut resp = self
+        let cfg = &self.inner.config;
+        let answer = self
             .inner
             .http
-            .request(req.method.clone(), url)
-            .headers(headers)
-            .body(req.body.clone())
-            .send()
+            .exchange(
+                req.method.clone(),
+                url,
+                headers,
+                req.body.clone(),
+                cfg.request_timeout,
+                cfg.max_response_bytes,
+            )
             .await
-            .map_err(transport)?;
-        let status = resp.status().as_u16();
-        let headers = std::mem::take(resp.headers_mut());
-        let body = read_body(resp, self.inner.config.max_response_bytes)
-            .await
-            .map_err(|e| {
-                e.map_or_else(
-                    || too_large(req, self.inner.config.max_response_bytes),
-                    transport,
-                )
+            .map_err(|failure| match failure {
+                Failure::TimedOut => Error::Timeout {
+                    endpoint: req.endpoint(),
+                    after: cfg.request_timeout,
+                },
+                Failure::TooLarge => Error::unexpected(
+                    req.endpoint(),
+                    format!("response body larger than {} bytes", cfg.max_response_bytes),
+                ),
+                Failure::InvalidUri(e) => Error::InvalidRequest {
+                    endpoint: req.endpoint(),
+                    detail: e.to_string(),
+                },
+                Failure::Transport(source) => Error::Transport {
+                    endpoint: req.endpoint(),
+                    source,
+                },
             })?;
-        let response_id = headers
+        let response_id = answer
+            .headers
             .get(RESPONSE_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(RawResponse {
-            status,
-            headers,
-            body,
+            status: answer.status.as_u16(),
+            headers: answer.headers,
+            body: answer.body,
             response_id,
         })
     }
@@ -501,45 +509,4 @@ impl BunqClient {
             }
         }
     }
-}
-
-/// Reads a response body of at most `max` bytes. `Err(None)` means it was larger (the
-/// rest is not read); `Err(Some(_))` is the transport's error. The usual one-chunk body
-/// is returned as it came, without a copy.
-async fn read_body(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<Bytes, Option<reqwest::Error>> {
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(None);
-    }
-    let Some(first) = resp.chunk().await? else {
-        return Ok(Bytes::new());
-    };
-    let mut body = match resp.chunk().await? {
-        None if first.len() <= max => return Ok(first),
-        None => return Err(None),
-        Some(second) => {
-            let mut body = bytes::BytesMut::with_capacity(first.len() + second.len());
-            body.extend_from_slice(&first);
-            body.extend_from_slice(&second);
-            body
-        }
-    };
-    loop {
-        if body.len() > max {
-            return Err(None);
-        }
-        match resp.chunk().await? {
-            Some(chunk) => body.extend_from_slice(&chunk),
-            None => return Ok(body.freeze()),
-        }
-    }
-}
-
-fn too_large(req: &ApiRequest, max: usize) -> Error {
-    Error::unexpected(
-        req.endpoint(),
-        format!("response body larger than {max} bytes"),
-    )
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bunq_signing::{KeyError, VerificationError};
 
+use crate::transport::TransportError;
 use crate::{ContextStoreError, CredentialId};
 
 /// bunq's wordings for "this session is dead" (both are seen in the wild).
@@ -26,9 +27,17 @@ pub enum Error {
     Transport {
         /// `METHOD path` of the call (path without query string).
         endpoint: String,
-        /// The HTTP client's error.
+        /// The HTTP engine's error.
         #[source]
-        source: reqwest::Error,
+        source: TransportError,
+    },
+    /// The request cannot be sent as given (its path and query are not a valid URI).
+    #[error("invalid request {endpoint}: {detail}")]
+    InvalidRequest {
+        /// `METHOD path` of the call.
+        endpoint: String,
+        /// What is wrong with it.
+        detail: String,
     },
     /// The call took longer than the configured request timeout.
     #[error("{endpoint} timed out after {after:?}")]

@@ -48,6 +48,7 @@ mod lifecycle;
 mod manager;
 mod rate_limit;
 mod store;
+mod transport;
 mod verify_cache;
 
 pub use accounts::{Amount, MonetaryAccountBank, Pointer, User};
@@ -62,3 +63,4 @@ pub use error::Error;
 pub use manager::{SessionManager, SessionManagerConfig};
 pub use rate_limit::RateLimitPolicy;
 pub use store::{ContextStore, ContextStoreError, MemoryContextStore};
+pub use transport::TransportError;

@@ -536,3 +536,159 @@ async fn response_larger_than_the_limit_is_an_error_not_a_memory_hazard() {
         .unwrap();
     assert_eq!(resp.body.len(), body.len());
 }
+
+#[tokio::test]
+async fn extra_headers_replace_the_defaults_but_never_the_bunq_headers() {
+    let mut server = Server::new_async().await;
+    let body = "{}";
+    let mock = server
+        .mock("GET", "/v1/user")
+        .match_header("user-agent", "caller-agent/2.0")
+        .match_header("x-bunq-language", "en_US")
+        .match_header("x-caller-trace", "t-1")
+        .match_header("x-bunq-client-authentication", SESSION_TOKEN)
+        .match_request(signed_by_client_key)
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    let mut req = ApiRequest::get("user");
+    for (name, value) in [
+        ("user-agent", "caller-agent/2.0"),
+        ("x-caller-trace", "t-1"),
+        ("x-bunq-client-authentication", "someone-elses-token"),
+        ("x-bunq-client-signature", "forged"),
+    ] {
+        req.extra_headers.insert(name, value.parse().unwrap());
+    }
+    client(&server)
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap();
+    mock.assert_async().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_returned_not_followed() {
+    // Following it would carry the session token to wherever `Location` points.
+    let mut server = Server::new_async().await;
+    let body = "{}";
+    let elsewhere = server
+        .mock("GET", "/elsewhere")
+        .expect(0)
+        .create_async()
+        .await;
+    let _redirect = server
+        .mock("GET", "/v1/user")
+        .with_status(302)
+        .with_header("location", &format!("{}/elsewhere", server.url()))
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    let resp = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 302);
+    elsewhere.assert_async().await;
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_an_error_without_a_length_to_check_first() {
+    let mut server = Server::new_async().await;
+    let body = format!(r#"{{"Response":[{{"Blob":"{}"}}]}}"#, "x".repeat(4096));
+    let chunks = body.clone();
+    let _mock = server
+        .mock("GET", "/v1/user/1")
+        .with_header("x-bunq-server-signature", &signature_of(&body))
+        .with_chunked_body(move |w| w.write_all(chunks.as_bytes()))
+        .create_async()
+        .await;
+    let mut config = ClientConfig::new(Environment::Custom {
+        api_base: format!("{}/v1", server.url()),
+    })
+    .rate_limits(RateLimitPolicy::disabled());
+    config.max_response_bytes = 1024;
+    let err = BunqClient::new(config)
+        .unwrap()
+        .request(&installation(), &session(), ApiRequest::get("user/1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_after_the_headers_is_a_timeout() {
+    // The timeout covers the whole exchange, not only the wait for the headers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _serve = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"Resp")
+                .await;
+            held.push(socket);
+        }
+    });
+    let mut config = ClientConfig::new(Environment::Custom {
+        api_base: format!("http://{addr}/v1"),
+    })
+    .rate_limits(RateLimitPolicy::disabled())
+    .request_timeout(Duration::from_millis(300));
+    config.max_retries = 0;
+    let err = BunqClient::new(config)
+        .unwrap()
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_transport_error_that_names_the_endpoint_only() {
+    // A port that was just free: nothing listens on it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = ClientConfig::new(Environment::Custom {
+        api_base: format!("http://{addr}/v1"),
+    })
+    .rate_limits(RateLimitPolicy::disabled());
+    config.retry_backoff = Duration::from_millis(5);
+    config.max_retries = 1;
+    let err = BunqClient::new(config)
+        .unwrap()
+        .request(&installation(), &session(), ApiRequest::get("user/1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("GET user/1"), "{text}");
+    assert!(
+        text.contains("Connection refused"),
+        "the cause is shown: {text}"
+    );
+    assert!(!text.contains(SESSION_TOKEN), "{text}");
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_a_valid_uri_is_refused_before_sending() {
+    let mut server = Server::new_async().await;
+    let never = server
+        .mock("GET", Matcher::Any)
+        .expect(0)
+        .create_async()
+        .await;
+    let err = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user/1/a b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+    never.assert_async().await;
+}
