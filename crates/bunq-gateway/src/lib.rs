@@ -72,7 +72,7 @@ impl Gateway {
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish (at most `http.shutdown_grace_seconds`), and closes the
-    /// database.
+    /// database. Everything runs on the caller's runtime.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -80,40 +80,220 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let Self { config, state } = self;
         let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
-        let router = app::router(state.clone());
-        let grace = config.http.shutdown_grace;
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = stopping_tx.send(());
-            })
-            .into_future();
-        let mut server = std::pin::pin!(server);
-        // Biased: the server is polled first, so a server that ended on its own is never
-        // polled again through the shutdown branch.
-        let served = tokio::select! {
-            biased;
-            result = &mut server => result,
-            _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(?grace, "shutdown grace period over; dropping open requests");
-                    Ok(())
-                }
-            },
-        };
+        let served = serve_connections(
+            listener,
+            app::router(state.clone()),
+            announced(shutdown),
+            config.http.shutdown_grace,
+        )
+        .await;
         sweeper.abort();
-        served.map_err(GatewayError::Serve)?;
-        state
-            .store
-            .close()
-            .await
-            .map_err(|e| GatewayError::Store(Box::new(e)))?;
-        tracing::info!("stopped");
-        Ok(())
+        served?;
+        close(&state).await
     }
+
+    /// Serves like [`serve`](Self::serve), on `workers` threads that each run their own
+    /// single-threaded tokio runtime, accept on the same listening socket, and serve the
+    /// connections they accepted start to finish, as nginx's worker processes do. Blocks
+    /// until every worker is done.
+    ///
+    /// `runtime`, the one the gateway was built on, becomes the first worker; it also
+    /// runs `shutdown`, the expired-state sweeper, and the closing of the database.
+    ///
+    /// Why: a proxied request crosses two sockets and several tasks (the caller's
+    /// connection, the handler, the connection to bunq). On a work-stealing runtime they
+    /// wander between threads and wake each other across them; on one worker's runtime,
+    /// with bunq-session's connection pool per thread, a request stays on one thread
+    /// from accept to answer (measured in docs/PERFORMANCE.md). The session cache, the
+    /// store and the rate limiter stay shared by all workers: one gateway, one view of
+    /// every user's session, one budget of bunq calls.
+    pub fn serve_on_workers(
+        self,
+        runtime: tokio::runtime::Runtime,
+        listener: tokio::net::TcpListener,
+        workers: std::num::NonZeroUsize,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let Self { config, state } = self;
+        let grace = config.http.shutdown_grace;
+        let router = app::router(state.clone());
+        let listener = {
+            let _inside = runtime.enter();
+            listener.into_std().map_err(GatewayError::Serve)?
+        };
+        let crew = Crew::new(workers.get());
+        let outcome = std::thread::scope(|scope| {
+            let mut others = Vec::with_capacity(workers.get() - 1);
+            for n in 1..workers.get() {
+                let (listener, router, mate) = (listener.try_clone(), router.clone(), crew.clone());
+                let worker = std::thread::Builder::new()
+                    .name(format!("gateway-worker-{n}"))
+                    .spawn_scoped(scope, move || {
+                        let started = listener.and_then(|listener| {
+                            let runtime = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()?;
+                            Ok((runtime, listener))
+                        });
+                        match started {
+                            Ok((runtime, listener)) => runtime.block_on(mate.work(
+                                listener,
+                                router,
+                                std::future::pending(),
+                                grace,
+                            )),
+                            Err(e) => {
+                                mate.give_up(1);
+                                Err(GatewayError::Serve(e))
+                            }
+                        }
+                    });
+                match worker {
+                    Ok(worker) => others.push(worker),
+                    Err(e) => {
+                        // The workers already running stop; none waits for those
+                        // that never will.
+                        crew.give_up(workers.get());
+                        return Err(GatewayError::Serve(e));
+                    }
+                }
+            }
+            let first = runtime.block_on(async {
+                let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
+                let served = crew
+                    .clone()
+                    .work(listener, router, announced(shutdown), grace)
+                    .await;
+                sweeper.abort();
+                served
+            });
+            others
+                .into_iter()
+                .map(|worker| {
+                    worker.join().unwrap_or_else(|_| {
+                        Err(GatewayError::Serve(std::io::Error::other(
+                            "a gateway worker panicked",
+                        )))
+                    })
+                })
+                .fold(first, Result::and)
+        });
+        let closed = runtime.block_on(close(&state));
+        outcome.and(closed)
+    }
+}
+
+/// What the workers of [`Gateway::serve_on_workers`] share: the stop signal, and how many
+/// of them are still serving.
+#[derive(Clone)]
+struct Crew {
+    stop: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    serving: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Crew {
+    fn new(workers: usize) -> Self {
+        Self {
+            stop: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
+            serving: std::sync::Arc::new(tokio::sync::watch::Sender::new(workers)),
+        }
+    }
+
+    /// One worker: serve until `shutdown` completes here or the crew is stopped, then
+    /// keep this runtime running until every worker is done. A pooled connection is
+    /// driven by the runtime that opened it, and some pools are shared by the workers
+    /// (the OAuth token exchange's), so another worker's request in its grace period may
+    /// be riding on one of this runtime's connections.
+    async fn work(
+        self,
+        listener: std::net::TcpListener,
+        router: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: std::time::Duration,
+    ) -> Result<(), GatewayError> {
+        let served = match listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        {
+            Ok(listener) => {
+                let mut stopped = self.stop.subscribe();
+                let stop = self.stop.clone();
+                let until = async move {
+                    tokio::select! {
+                        () = shutdown => {
+                            stop.send_replace(true);
+                        }
+                        _ = stopped.wait_for(|stop| *stop) => {}
+                    }
+                };
+                serve_connections(listener, router, until, grace).await
+            }
+            Err(e) => Err(GatewayError::Serve(e)),
+        };
+        if served.is_err() {
+            // A worker that cannot serve stops the others: a gateway running on fewer
+            // workers than asked would hide the failure.
+            self.stop.send_replace(true);
+        }
+        self.serving.send_modify(|n| *n = n.saturating_sub(1));
+        let _ = self.serving.subscribe().wait_for(|n| *n == 0).await;
+        served
+    }
+
+    /// For `workers` that never started: counts them done and stops the others.
+    fn give_up(&self, workers: usize) {
+        self.stop.send_replace(true);
+        self.serving.send_modify(|n| *n = n.saturating_sub(workers));
+    }
+}
+
+/// `shutdown`, logged when it completes.
+async fn announced(shutdown: impl Future<Output = ()>) {
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish for at most `grace`.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> Result<(), GatewayError> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    // Biased: the server is polled first, so a server that ended on its own is never
+    // polled again through the shutdown branch.
+    let served = tokio::select! {
+        biased;
+        result = &mut server => result,
+        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown grace period over; dropping open requests");
+                Ok(())
+            }
+        },
+    };
+    served.map_err(GatewayError::Serve)
+}
+
+/// Closes the database once serving is over.
+async fn close(state: &app::Shared) -> Result<(), GatewayError> {
+    state
+        .store
+        .close()
+        .await
+        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// How often expired OAuth states are forgotten. A state lives minutes; an end user who

@@ -78,11 +78,20 @@ fn main() -> ExitCode {
                 return fail(&e);
             }
             bunq_gateway::init_tracing(config.log_format);
-            let runtime = match tokio::runtime::Runtime::new() {
+            // The runtime that builds the gateway becomes its first worker; see
+            // `Gateway::serve_on_workers` for why each worker has a runtime of its own.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(&GatewayError::Serve(e)),
             };
-            match runtime.block_on(run(config)) {
+            let workers = config.http.worker_count();
+            let started = runtime.block_on(start(config));
+            match started.and_then(|(gateway, listener)| {
+                gateway.serve_on_workers(runtime, listener, workers, shutdown_signal())
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -90,8 +99,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), GatewayError> {
+/// Builds the gateway, binds its address and announces it.
+async fn start(
+    config: Config,
+) -> Result<(bunq_gateway::Gateway, tokio::net::TcpListener), GatewayError> {
     let listen = config.listen;
+    let workers = config.http.worker_count();
     let gateway = bunq_gateway::Gateway::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -100,14 +113,14 @@ async fn run(config: Config) -> Result<(), GatewayError> {
             source,
         })?;
     let bound = listener.local_addr().map_err(GatewayError::Serve)?;
-    tracing::info!(%bound, "listening");
+    tracing::info!(%bound, workers, "listening");
     // Tools that start the gateway on port 0 read the address from this line; it is
     // printed once the database is open and checked.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on http://{bound}");
     let _ = stdout.flush();
     drop(stdout);
-    gateway.serve(listener, shutdown_signal()).await
+    Ok((gateway, listener))
 }
 
 /// Completes on SIGTERM or SIGINT.

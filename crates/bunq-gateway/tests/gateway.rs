@@ -545,13 +545,18 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 
     env.fake.knobs().set_latency(Duration::from_millis(700));
     let path = format!("user/{bunq_user_id}/monetary-account-bank");
-    let in_flight = env.proxy(&gw, Method::GET, "gina", &path, None);
+    // Six at once: six connections, spread over the gateway's two workers, each of
+    // which must finish its own before the process exits.
+    let in_flight =
+        futures::future::join_all((0..6).map(|_| env.proxy(&gw, Method::GET, "gina", &path, None)));
     let stop = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         gw.sigterm();
     };
-    let (response, ()) = tokio::join!(in_flight, stop);
-    assert_eq!(response.status(), 200);
+    let (responses, ()) = tokio::join!(in_flight, stop);
+    for response in responses {
+        assert_eq!(response.status(), 200);
+    }
     let mut gw: Gateway = gw;
     let status = gw.wait();
     assert!(status.success(), "{status:?}: {}", gw.logs());

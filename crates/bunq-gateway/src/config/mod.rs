@@ -6,6 +6,7 @@
 //! a bad config fails with one [`ConfigError`] line that names the key.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -125,6 +126,17 @@ pub struct HttpSettings {
     pub upstream_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How many serving threads, each with its own single-threaded runtime; `None`
+    /// (`http.workers = 0`, the default) means one per core.
+    pub workers: Option<NonZeroUsize>,
+}
+
+impl HttpSettings {
+    /// The number of serving threads: `workers`, or one per available core.
+    pub fn worker_count(&self) -> NonZeroUsize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
 }
 
 /// A config that cannot be used. Its `Display` is one line naming the key.
@@ -331,6 +343,9 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             25,
             (0, 3600),
         )?),
+        workers: usize::try_from(src.int("http.workers", 0, (0, 1024))?)
+            .ok()
+            .and_then(NonZeroUsize::new),
     };
 
     Ok(Config {

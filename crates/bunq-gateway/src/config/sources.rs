@@ -64,6 +64,7 @@ const KEYS: &[KeySpec] = &[
     sec("http", "request_timeout_seconds", Kind::Int),
     sec("http", "upstream_timeout_seconds", Kind::Int),
     sec("http", "shutdown_grace_seconds", Kind::Int),
+    sec("http", "workers", Kind::Int),
 ];
 
 const SECTIONS: &[&str] = &["bunq", "oauth", "security", "http"];

@@ -60,7 +60,21 @@ fn loads_a_complete_file_with_defaults() {
     );
     assert_eq!(c.bunq.environment, BunqEnvironment::Sandbox);
     assert_eq!(c.http.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.http.workers, None, "one worker per core by default");
+    assert!(c.http.worker_count().get() >= 1);
     assert_eq!(c.security.api_keys.len(), 1);
+}
+
+#[test]
+fn http_workers_is_a_count_or_zero_for_one_per_core() {
+    let two = load(&full(), &[("BUNQ_GATEWAY_HTTP_WORKERS", "2")]).expect("2 workers");
+    assert_eq!(two.http.worker_count().get(), 2);
+    let auto = load(&full(), &[("BUNQ_GATEWAY_HTTP_WORKERS", "0")]).expect("0 workers");
+    assert_eq!(auto.http.workers, None);
+    for bad in ["-1", "1025", "many"] {
+        let err = load(&full(), &[("BUNQ_GATEWAY_HTTP_WORKERS", bad)]).expect_err(bad);
+        assert_eq!(err.key(), Some("http.workers"), "{err}");
+    }
 }
 
 #[test]

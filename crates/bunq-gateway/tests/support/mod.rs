@@ -115,6 +115,8 @@ api_keys = ["{API_KEY}"]
 
 [http]
 max_body_bytes = 4096
+# Two serving threads whatever the machine, so that every test crosses workers.
+workers = 2
 "#,
             port = self.port,
             db = self.dir.path().join("gateway.sqlite3").display(),
