@@ -1,6 +1,8 @@
 //! Calls per second through a warm `SessionManager` against the fake bunq, beside the
-//! same GET sent by a bare reqwest client (same headers, no limiter, no verification),
-//! so the difference is the cost of our code. Run with `cargo bench -p bunq-session`.
+//! same GET sent by a bare reqwest client (same headers, no limiter, no verification):
+//! what a hand-written client would get, to compare our whole stack with (the manager
+//! runs on hyper's client directly, see `src/transport.rs`). Run with
+//! `cargo bench -p bunq-session`.
 #![allow(clippy::unwrap_used)]
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
