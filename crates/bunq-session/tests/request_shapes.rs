@@ -40,14 +40,27 @@ fn server_key() -> PrivateKey {
 }
 
 fn client(server: &Server) -> BunqClient {
-    let mut config = ClientConfig::new(Environment::Custom {
-        api_base: format!("{}/v1", server.url()),
+    client_of(format!("{}/v1", server.url()), |c| {
+        c.user_agent = "shape-test/1.0".into();
+        c.retry_backoff = Duration::from_millis(5);
+        c.max_retries = 2;
     })
-    .user_agent("shape-test/1.0")
-    .rate_limits(RateLimitPolicy::disabled());
-    config.retry_backoff = Duration::from_millis(5);
-    config.max_retries = 2;
+}
+
+/// A client of `api_base` without rate limits, `tune`d.
+fn client_of(api_base: String, tune: impl FnOnce(&mut ClientConfig)) -> BunqClient {
+    let mut config = ClientConfig::new(Environment::Custom { api_base })
+        .rate_limits(RateLimitPolicy::disabled());
+    tune(&mut config);
     BunqClient::new(config).unwrap()
+}
+
+/// The error of a session-signed GET of `path` that must fail.
+async fn failed_get(client: &BunqClient, path: &str) -> Error {
+    client
+        .request(&installation(), &session(), ApiRequest::get(path))
+        .await
+        .unwrap_err()
 }
 
 fn installation() -> Installation {
@@ -481,29 +494,31 @@ async fn close_session_deletes_the_session_by_id() {
     mock.assert_async().await;
 }
 
-#[tokio::test]
-async fn slow_response_is_a_timeout_error() {
-    // A listener that accepts and never answers.
+/// A GET with a 300 ms timeout against a server that reads the request, writes `answer`
+/// (perhaps nothing, perhaps a beginning) and then holds the connection open.
+async fn get_from_a_server_that_stops_after(answer: &'static [u8]) -> Error {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let _accept = tokio::spawn(async move {
+    let _serve = tokio::spawn(async move {
         let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(answer).await;
             held.push(socket);
         }
     });
-    let config = ClientConfig::new(Environment::Custom {
-        api_base: format!("http://{addr}/v1"),
-    })
-    .rate_limits(RateLimitPolicy::disabled())
-    .request_timeout(Duration::from_millis(200));
-    let mut config = config;
-    config.max_retries = 0;
-    let err = BunqClient::new(config)
-        .unwrap()
-        .request(&installation(), &session(), ApiRequest::get("user"))
-        .await
-        .unwrap_err();
+    let client = client_of(format!("http://{addr}/v1"), |c| {
+        c.request_timeout = Duration::from_millis(300);
+        c.max_retries = 0;
+    });
+    failed_get(&client, "user").await
+}
+
+#[tokio::test]
+async fn slow_response_is_a_timeout_error() {
+    let err = get_from_a_server_that_stops_after(b"").await;
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
 
@@ -518,16 +533,10 @@ async fn response_larger_than_the_limit_is_an_error_not_a_memory_hazard() {
         .expect(2)
         .create_async()
         .await;
-    let mut config = ClientConfig::new(Environment::Custom {
-        api_base: format!("{}/v1", server.url()),
-    })
-    .rate_limits(RateLimitPolicy::disabled());
-    config.max_response_bytes = 1024;
-    let small = BunqClient::new(config).unwrap();
-    let err = small
-        .request(&installation(), &session(), ApiRequest::get("user/1"))
-        .await
-        .unwrap_err();
+    let small = client_of(format!("{}/v1", server.url()), |c| {
+        c.max_response_bytes = 1024
+    });
+    let err = failed_get(&small, "user/1").await;
     assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
     // The default limit reads the same body.
     let resp = client(&server)
@@ -605,47 +614,20 @@ async fn chunked_body_over_the_limit_is_an_error_without_a_length_to_check_first
         .with_chunked_body(move |w| w.write_all(chunks.as_bytes()))
         .create_async()
         .await;
-    let mut config = ClientConfig::new(Environment::Custom {
-        api_base: format!("{}/v1", server.url()),
-    })
-    .rate_limits(RateLimitPolicy::disabled());
-    config.max_response_bytes = 1024;
-    let err = BunqClient::new(config)
-        .unwrap()
-        .request(&installation(), &session(), ApiRequest::get("user/1"))
-        .await
-        .unwrap_err();
+    let small = client_of(format!("{}/v1", server.url()), |c| {
+        c.max_response_bytes = 1024
+    });
+    let err = failed_get(&small, "user/1").await;
     assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
 }
 
 #[tokio::test]
 async fn a_body_that_stalls_after_the_headers_is_a_timeout() {
     // The timeout covers the whole exchange, not only the wait for the headers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _serve = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut held = Vec::new();
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"Resp")
-                .await;
-            held.push(socket);
-        }
-    });
-    let mut config = ClientConfig::new(Environment::Custom {
-        api_base: format!("http://{addr}/v1"),
-    })
-    .rate_limits(RateLimitPolicy::disabled())
-    .request_timeout(Duration::from_millis(300));
-    config.max_retries = 0;
-    let err = BunqClient::new(config)
-        .unwrap()
-        .request(&installation(), &session(), ApiRequest::get("user"))
-        .await
-        .unwrap_err();
+    let err = get_from_a_server_that_stops_after(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"Resp",
+    )
+    .await;
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
 
@@ -656,17 +638,11 @@ async fn refused_connection_is_a_transport_error_that_names_the_endpoint_only() 
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut config = ClientConfig::new(Environment::Custom {
-        api_base: format!("http://{addr}/v1"),
-    })
-    .rate_limits(RateLimitPolicy::disabled());
-    config.retry_backoff = Duration::from_millis(5);
-    config.max_retries = 1;
-    let err = BunqClient::new(config)
-        .unwrap()
-        .request(&installation(), &session(), ApiRequest::get("user/1"))
-        .await
-        .unwrap_err();
+    let client = client_of(format!("http://{addr}/v1"), |c| {
+        c.retry_backoff = Duration::from_millis(5);
+        c.max_retries = 1;
+    });
+    let err = failed_get(&client, "user/1").await;
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     let text = format!("{err} {err:?}");
     assert!(text.contains("GET user/1"), "{text}");
@@ -685,10 +661,7 @@ async fn a_path_that_is_not_a_valid_uri_is_refused_before_sending() {
         .expect(0)
         .create_async()
         .await;
-    let err = client(&server)
-        .request(&installation(), &session(), ApiRequest::get("user/1/a b"))
-        .await
-        .unwrap_err();
+    let err = failed_get(&client(&server), "user/1/a b").await;
     assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
     never.assert_async().await;
 }
