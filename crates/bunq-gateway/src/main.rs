@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&GatewayError::Serve(e)),
             };
             let workers = config.http.worker_count();
-            let started = runtime.block_on(start(config));
+            let started = runtime.block_on(start(config, workers));
             match started.and_then(|(gateway, listener)| {
                 gateway.serve_on_workers(runtime, listener, workers, shutdown_signal())
             }) {
@@ -102,9 +102,9 @@ fn main() -> ExitCode {
 /// Builds the gateway, binds its address and announces it.
 async fn start(
     config: Config,
+    workers: std::num::NonZeroUsize,
 ) -> Result<(bunq_gateway::Gateway, tokio::net::TcpListener), GatewayError> {
     let listen = config.listen;
-    let workers = config.http.worker_count();
     let gateway = bunq_gateway::Gateway::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

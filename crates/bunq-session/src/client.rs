@@ -427,9 +427,9 @@ impl BunqClient {
             )
             .await
             .map_err(|failure| match failure {
-                Failure::TimedOut => Error::Timeout {
+                Failure::TimedOut(after) => Error::Timeout {
                     endpoint: req.endpoint(),
-                    after: cfg.request_timeout,
+                    after,
                 },
                 Failure::TooLarge => Error::unexpected(
                     req.endpoint(),

@@ -50,8 +50,9 @@ impl std::error::Error for TransportError {}
 pub(crate) enum Failure {
     /// The request could not be built (the path is not a valid URI).
     InvalidUri(http::Error),
-    /// No answer, or no whole body, within the total timeout (or the connect timeout).
-    TimedOut,
+    /// No answer, or no whole body, within the total timeout, or no connection within
+    /// the connect timeout: the timeout that elapsed.
+    TimedOut(Duration),
     /// The body announced or turned out to be larger than the limit.
     TooLarge,
     /// Connection refused or reset, TLS, DNS, a broken body.
@@ -89,6 +90,7 @@ pub(crate) struct Transport {
     /// The identity of this transport (and its clones) in every thread's `POOLS`.
     identity: Arc<()>,
     connector: HttpsConnector<HttpConnector>,
+    connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
@@ -111,6 +113,7 @@ impl Transport {
         Self {
             identity: Arc::new(()),
             connector,
+            connect_timeout,
             idle_timeout,
         }
     }
@@ -157,7 +160,7 @@ impl Transport {
                 .client()
                 .request(request)
                 .await
-                .map_err(|e| transport_failure(e.into()))?;
+                .map_err(|e| self.failure(e.into()))?;
             let (parts, body) = response.into_parts();
             let announced = parts
                 .headers
@@ -174,7 +177,7 @@ impl Transport {
                     if e.is::<http_body_util::LengthLimitError>() {
                         Failure::TooLarge
                     } else {
-                        transport_failure(e)
+                        self.failure(e)
                     }
                 })?
                 .to_bytes();
@@ -186,22 +189,22 @@ impl Transport {
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or(Err(Failure::TimedOut))
+            .unwrap_or(Err(Failure::TimedOut(timeout)))
     }
-}
 
-/// A connect timeout is a timeout; anything else is the transport's.
-fn transport_failure(error: BoxError) -> Failure {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = cause {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return Failure::TimedOut;
+    /// A connect timeout is a timeout; anything else is the transport's.
+    fn failure(&self, error: BoxError) -> Failure {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(e) = cause {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return Failure::TimedOut(self.connect_timeout);
+            }
+            cause = e.source();
         }
-        cause = e.source();
+        Failure::Transport(TransportError(error))
     }
-    Failure::Transport(TransportError(error))
 }
 
 #[cfg(test)]
