@@ -269,7 +269,12 @@ impl BunqClient {
         );
         defaults.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         defaults.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let http = Transport::new(config.connect_timeout, POOL_IDLE_TIMEOUT);
+        let http = Transport::new(
+            config.connect_timeout,
+            POOL_IDLE_TIMEOUT,
+            // HTTPS_PROXY / ALL_PROXY / NO_PROXY, as reqwest (and curl) read them.
+            hyper_util::client::proxy::matcher::Matcher::from_env(),
+        );
         let verified = (config.verify_cache_entries > 0)
             .then(|| VerifiedCache::new(config.verify_cache_entries));
         Ok(Self {

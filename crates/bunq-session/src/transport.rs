@@ -9,10 +9,16 @@
 //! does nothing else that bunq calls do not need.
 //! What reqwest gave that the bunq API needs is kept: a connection pool, keep-alive,
 //! HTTP/2 over ALPN, a connect timeout, a total timeout per call (send and whole body),
-//! and no redirects (hyper's client never follows them).
+//! no redirects (hyper's client never follows them), and an egress proxy from the
+//! environment: `HTTPS_PROXY` / `ALL_PROXY` (and `NO_PROXY`), read as curl reads them,
+//! reached with an HTTP `CONNECT` tunnel for `https://` destinations (bunq's bases).
+//! A plain `http://` base, such as a local fake, is always reached directly.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +27,9 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -66,7 +74,42 @@ pub(crate) struct Answer {
     pub(crate) body: Bytes,
 }
 
-type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type PooledClient = Client<HttpsConnector<Dialer>, Full<Bytes>>;
+
+/// Opens the TCP connection under TLS: directly, or through the environment's proxy.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    direct: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+impl tower::Service<Uri> for Dialer {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Both ways out are ready at any time: each call dials anew.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        let mut direct = self.direct.clone();
+        let proxy = (destination.scheme() == Some(&http::uri::Scheme::HTTPS))
+            .then(|| self.proxies.intercept(&destination))
+            .flatten();
+        match proxy {
+            None => Box::pin(async move { Ok(direct.call(destination).await?) }),
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), direct);
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move { Ok(tunnel.call(destination).await?) })
+            }
+        }
+    }
+}
 
 thread_local! {
     /// This thread's connection pools, one per live [`Transport`], each next to the
@@ -78,26 +121,26 @@ thread_local! {
 /// the pools.
 ///
 /// Why per thread: a pooled connection is driven by a task of the runtime that opened
-/// it. With one shared pool, a request from one thread often rode a connection driven by
-/// another, and every exchange then woke that other thread twice. With pools per
-/// thread, a gateway worker (a thread with its own runtime) only uses connections it
-/// drives itself: 15% less CPU per proxied request, measured (docs/PERFORMANCE.md). On a
-/// work-stealing runtime this changes nothing but the number of pools (one per worker
-/// thread that calls bunq), so a process opens at most that many connections per
-/// concurrent call instead of one.
+/// it. With one shared pool, a request often rode a connection driven by another
+/// thread's runtime, so each exchange crossed threads. With pools per thread, a gateway
+/// worker (a thread with its own runtime) only uses connections it drives itself: the
+/// gateway's CPU per proxied request fell by 5-24% in four interleaved rounds
+/// (docs/PERFORMANCE.md, fourth round). On a work-stealing runtime this changes nothing
+/// but the number of pools: one per thread that calls bunq, each with its own idle
+/// connections.
 #[derive(Clone)]
 pub(crate) struct Transport {
     /// The identity of this transport (and its clones) in every thread's `POOLS`.
     identity: Arc<()>,
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<Dialer>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
 impl Transport {
-    /// A pool whose connections connect within `connect_timeout`, have Nagle off, and
-    /// are closed after `idle_timeout` unused.
-    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    /// Pools whose connections connect within `connect_timeout` (through a proxy when
+    /// `proxies` says so), have Nagle off, and are closed after `idle_timeout` unused.
+    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, proxies: Matcher) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
@@ -109,7 +152,10 @@ impl Transport {
             // local fake or a test server.
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(Dialer {
+                direct: http,
+                proxies: Arc::new(proxies),
+            });
         Self {
             identity: Arc::new(()),
             connector,
@@ -211,6 +257,89 @@ impl Transport {
 mod tests {
     use super::*;
 
+    /// No proxy, whatever the environment of the test run says.
+    fn no_proxy() -> Matcher {
+        Matcher::builder().build()
+    }
+
+    fn transport(proxies: Matcher) -> Transport {
+        Transport::new(Duration::from_secs(2), Duration::from_secs(60), proxies)
+    }
+
+    /// A GET of `url` through `transport`, with a short timeout.
+    async fn get_url(transport: &Transport, url: &str) -> Result<Answer, Failure> {
+        transport
+            .exchange(
+                Method::GET,
+                url,
+                HeaderMap::new(),
+                Bytes::new(),
+                Duration::from_secs(5),
+                1024,
+            )
+            .await
+    }
+
+    /// A proxy that accepts one connection, keeps its request head, answers `CONNECT`
+    /// with 200 and then closes (so the TLS handshake through it fails).
+    async fn one_shot_proxy() -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://bunq-user:s3cret@{}",
+            listener.local_addr().expect("addr")
+        );
+        let head = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (url, head)
+    }
+
+    #[tokio::test]
+    async fn an_https_destination_goes_through_the_proxy_with_its_credentials() {
+        let (proxy, head) = one_shot_proxy().await;
+        let via_proxy = transport(Matcher::builder().https(proxy).build());
+        let outcome = get_url(&via_proxy, "https://api.bunq.example/v1/user").await;
+        assert!(matches!(outcome, Err(Failure::Transport(_))));
+        let head = head.await.expect("proxy");
+        assert!(
+            head.starts_with("CONNECT api.bunq.example:443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        // base64("bunq-user:s3cret")
+        assert!(
+            head.contains("Basic YnVucS11c2VyOnMzY3JldA=="),
+            "the proxy's credentials are sent: {head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_destination_is_reached_directly_even_with_a_proxy() {
+        use std::sync::atomic::Ordering;
+        let (addr, accepted) = counting_server();
+        let (proxy, head) = one_shot_proxy().await;
+        let proxies = Matcher::builder().all(proxy).build();
+        let answer = get_url(&transport(proxies), &format!("http://{addr}/v1/user")).await;
+        assert_eq!(answer.ok().map(|a| a.status), Some(StatusCode::OK));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert!(!head.is_finished(), "the proxy saw no connection");
+        head.abort();
+    }
+
     /// An https:// base goes through rustls: a server that answers in plain HTTP fails
     /// the handshake (a transport error), and nothing is read as a response.
     #[tokio::test]
@@ -229,17 +358,7 @@ mod tests {
                 .await;
             hello
         });
-        let transport = Transport::new(Duration::from_secs(2), Duration::from_secs(10));
-        let outcome = transport
-            .exchange(
-                Method::GET,
-                &format!("https://{addr}/v1/user"),
-                HeaderMap::new(),
-                Bytes::new(),
-                Duration::from_secs(5),
-                1024,
-            )
-            .await;
+        let outcome = get_url(&transport(no_proxy()), &format!("https://{addr}/v1/user")).await;
         assert!(matches!(outcome, Err(Failure::Transport(_))));
         let hello = server.await.expect("server");
         assert_eq!(
@@ -291,14 +410,7 @@ mod tests {
 
     /// One GET through `transport`, on `runtime` (of the calling thread).
     fn get(runtime: &tokio::runtime::Runtime, transport: &Transport, addr: std::net::SocketAddr) {
-        let answer = runtime.block_on(transport.exchange(
-            Method::GET,
-            &format!("http://{addr}/v1/user"),
-            HeaderMap::new(),
-            Bytes::new(),
-            Duration::from_secs(5),
-            1024,
-        ));
+        let answer = runtime.block_on(get_url(transport, &format!("http://{addr}/v1/user")));
         assert_eq!(answer.ok().map(|a| a.status), Some(StatusCode::OK));
     }
 
@@ -306,17 +418,17 @@ mod tests {
     fn each_thread_reuses_its_own_connections_only() {
         use std::sync::atomic::Ordering;
         let (addr, accepted) = counting_server();
-        let transport = Transport::new(Duration::from_secs(2), Duration::from_secs(60));
+        let shared = transport(no_proxy());
         let here = runtime();
         let call = |transport: &Transport| get(&here, transport, addr);
-        call(&transport);
-        call(&transport);
+        call(&shared);
+        call(&shared);
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
             "one thread, one connection"
         );
-        let clone = transport.clone();
+        let clone = shared.clone();
         std::thread::spawn(move || get(&runtime(), &clone, addr))
             .join()
             .expect("thread");
@@ -325,17 +437,14 @@ mod tests {
             2,
             "another thread, its own"
         );
-        call(&transport);
+        call(&shared);
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             2,
             "the first pool is still there"
         );
         // Another transport on the same thread has a pool of its own.
-        call(&Transport::new(
-            Duration::from_secs(2),
-            Duration::from_secs(60),
-        ));
+        call(&transport(no_proxy()));
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 }
