@@ -128,26 +128,7 @@ impl Gateway {
                 let (listener, router, mate) = (listener.try_clone(), router.clone(), crew.clone());
                 let worker = std::thread::Builder::new()
                     .name(format!("gateway-worker-{n}"))
-                    .spawn_scoped(scope, move || {
-                        let started = listener.and_then(|listener| {
-                            let runtime = tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()?;
-                            Ok((runtime, listener))
-                        });
-                        match started {
-                            Ok((runtime, listener)) => runtime.block_on(mate.work(
-                                listener,
-                                router,
-                                std::future::pending(),
-                                grace,
-                            )),
-                            Err(e) => {
-                                mate.give_up(1);
-                                Err(GatewayError::Serve(e))
-                            }
-                        }
-                    });
+                    .spawn_scoped(scope, move || mate.run_own_runtime(listener, router, grace));
                 match worker {
                     Ok(worker) => others.push(worker),
                     Err(e) => {
@@ -238,6 +219,31 @@ impl Crew {
         self.serving.send_modify(|n| *n = n.saturating_sub(1));
         let _ = self.serving.subscribe().wait_for(|n| *n == 0).await;
         served
+    }
+
+    /// A worker other than the first: its own single-threaded runtime, serving until the
+    /// crew stops. One that cannot start counts itself done and stops the others.
+    fn run_own_runtime(
+        self,
+        listener: std::io::Result<std::net::TcpListener>,
+        router: axum::Router,
+        grace: std::time::Duration,
+    ) -> Result<(), GatewayError> {
+        let started = listener.and_then(|listener| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok((runtime, listener))
+        });
+        match started {
+            Ok((runtime, listener)) => {
+                runtime.block_on(self.work(listener, router, std::future::pending(), grace))
+            }
+            Err(e) => {
+                self.give_up(1);
+                Err(GatewayError::Serve(e))
+            }
+        }
     }
 
     /// For `workers` that never started: counts them done and stops the others.
