@@ -127,18 +127,10 @@ pub(crate) fn check(config: &Config) -> Result<(), GatewayError> {
 /// Opens the store and builds the crates' objects.
 pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
     let key = master_key(&config.security.encryption_key)?;
-    let store = Store::open(&config.database, key)
-        .await
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
-    store
-        .integrity_check()
-        .await
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    let store = Store::open(&config.database, key).await?;
+    store.integrity_check().await?;
     // A wrong encryption key must stop the start, not fail every request later.
-    store
-        .check_master_key()
-        .await
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    store.check_master_key().await?;
     let client =
         BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
     let session_config = SessionManagerConfig {

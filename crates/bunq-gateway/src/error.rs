@@ -39,6 +39,12 @@ pub enum GatewayError {
     Serve(#[source] std::io::Error),
 }
 
+impl From<bunq_store::StoreError> for GatewayError {
+    fn from(e: bunq_store::StoreError) -> Self {
+        GatewayError::Store(Box::new(e))
+    }
+}
+
 /// A JSON error answer: `{"error": "<code>", "message": "<text>"}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {

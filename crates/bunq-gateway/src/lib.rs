@@ -79,16 +79,13 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let Self { config, state } = self;
-        let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
-        let served = serve_connections(
+        let serving = serve_connections(
             listener,
             app::router(state.clone()),
             announced(shutdown),
             config.http.shutdown_grace,
-        )
-        .await;
-        sweeper.abort();
-        served?;
+        );
+        sweeping(&state, serving).await?;
         close(&state).await
     }
 
@@ -139,15 +136,11 @@ impl Gateway {
                     }
                 }
             }
-            let first = runtime.block_on(async {
-                let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
-                let served = crew
-                    .clone()
-                    .work(listener, router, announced(shutdown), grace)
-                    .await;
-                sweeper.abort();
-                served
-            });
+            let first = runtime.block_on(sweeping(
+                &state,
+                crew.clone()
+                    .work(listener, router, announced(shutdown), grace),
+            ));
             others
                 .into_iter()
                 .map(|worker| {
@@ -293,11 +286,7 @@ async fn serve_connections(
 
 /// Closes the database once serving is over.
 async fn close(state: &app::Shared) -> Result<(), GatewayError> {
-    state
-        .store
-        .close()
-        .await
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    state.store.close().await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -305,6 +294,15 @@ async fn close(state: &app::Shared) -> Result<(), GatewayError> {
 /// How often expired OAuth states are forgotten. A state lives minutes; an end user who
 /// never comes back must not leave a row behind forever.
 const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `serving`, with expired OAuth states swept every [`STATE_SWEEP_INTERVAL`] while it
+/// runs.
+async fn sweeping<T>(state: &app::Shared, serving: impl Future<Output = T>) -> T {
+    let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
+    let served = serving.await;
+    sweeper.abort();
+    served
+}
 
 async fn sweep_expired_states_forever(state: app::Shared) {
     let mut every = tokio::time::interval(STATE_SWEEP_INTERVAL);
@@ -335,15 +333,12 @@ pub async fn rotate_key(
     new_key_file: &std::path::Path,
 ) -> Result<bunq_store::RotationReport, GatewayError> {
     let old = app::master_key(&config.security.encryption_key)?;
-    let new = bunq_store::MasterKey::from_file(new_key_file)
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
-    let store = bunq_store::Store::open(&config.database, old.clone())
-        .await
-        .map_err(|e| GatewayError::Store(Box::new(e)))?;
+    let new = bunq_store::MasterKey::from_file(new_key_file)?;
+    let store = bunq_store::Store::open(&config.database, old.clone()).await?;
     let report = store.rotate_key(&old, &new).await;
     let closed = store.close().await;
-    let report = report.map_err(|e| GatewayError::Store(Box::new(e)))?;
-    closed.map_err(|e| GatewayError::Store(Box::new(e)))?;
+    let report = report?;
+    closed?;
     Ok(report)
 }
 
