@@ -62,15 +62,7 @@ async fn connects_a_user_and_proxies_calls_for_them() {
     let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
 
     // GET through the proxy, bunq's body and response id back.
-    let accounts = env
-        .proxy(
-            &gw,
-            Method::GET,
-            "alice",
-            &format!("user/{bunq_user_id}/monetary-account-bank"),
-            None,
-        )
-        .await;
+    let accounts = env.accounts(&gw, "alice", bunq_user_id).await;
     assert_eq!(accounts.status(), 200);
     assert!(accounts.headers().contains_key("x-bunq-client-response-id"));
     let body: Value = accounts.json().await.unwrap();
@@ -101,15 +93,7 @@ async fn connects_a_user_and_proxies_calls_for_them() {
 
     // A tampered signature: 502, and bunq's body is not passed on.
     env.fake.knobs().tamper_next_signatures(1);
-    let tampered = env
-        .proxy(
-            &gw,
-            Method::GET,
-            "alice",
-            &format!("user/{bunq_user_id}/monetary-account-bank"),
-            None,
-        )
-        .await;
+    let tampered = env.accounts(&gw, "alice", bunq_user_id).await;
     assert_eq!(tampered.status(), 502);
     let text = tampered.text().await.unwrap();
     assert!(!text.contains("MonetaryAccountBank"), "{text}");
@@ -123,15 +107,7 @@ async fn connects_a_user_and_proxies_calls_for_them() {
     env.fake
         .knobs()
         .fail_next_with_insufficient_authorisation(1);
-    let renewed = env
-        .proxy(
-            &gw,
-            Method::GET,
-            "alice",
-            &format!("user/{bunq_user_id}/monetary-account-bank"),
-            None,
-        )
-        .await;
+    let renewed = env.accounts(&gw, "alice", bunq_user_id).await;
     assert_eq!(renewed.status(), 200);
     assert_eq!(env.fake.calls("POST /session-server"), sessions_before + 1);
 
@@ -183,15 +159,7 @@ async fn connects_a_user_and_proxies_calls_for_them() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(env.user(&gw, "alice").await.0, 404);
-    let gone = env
-        .proxy(
-            &gw,
-            Method::GET,
-            "alice",
-            &format!("user/{bunq_user_id}/monetary-account-bank"),
-            None,
-        )
-        .await;
+    let gone = env.accounts(&gw, "alice", bunq_user_id).await;
     assert_eq!(gone.status(), 404);
     assert_eq!(error_code(gone).await, "unknown_user");
 
@@ -443,15 +411,7 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
     let (status, user) = env.user(&gw, "erin").await;
     assert_eq!(status, 200);
     assert_eq!(user["status"], "connected");
-    let accounts = env
-        .proxy(
-            &gw,
-            Method::GET,
-            "erin",
-            &format!("user/{bunq_user_id}/monetary-account-bank"),
-            None,
-        )
-        .await;
+    let accounts = env.accounts(&gw, "erin", bunq_user_id).await;
     assert_eq!(accounts.status(), 200);
     assert_eq!(env.fake.calls("POST /installation"), installations);
     assert_eq!(env.fake.calls("POST /device-server"), devices);
@@ -478,8 +438,7 @@ async fn concurrent_calls_for_a_user_without_a_session_open_one() {
         .set_session_timeout(Duration::from_secs(3600));
 
     let sessions = env.fake.calls("POST /session-server");
-    let path = format!("user/{bunq_user_id}/monetary-account-bank");
-    let calls = (0..40).map(|_| env.proxy(&gw, Method::GET, "frank", &path, None));
+    let calls = (0..40).map(|_| env.accounts(&gw, "frank", bunq_user_id));
     let responses = futures::future::join_all(calls).await;
     for r in &responses {
         assert_eq!(r.status(), 200);
@@ -544,11 +503,10 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .unwrap();
 
     env.fake.knobs().set_latency(Duration::from_millis(700));
-    let path = format!("user/{bunq_user_id}/monetary-account-bank");
     // Six at once: six connections, spread over the gateway's two workers, each of
     // which must finish its own before the process exits.
     let in_flight =
-        futures::future::join_all((0..6).map(|_| env.proxy(&gw, Method::GET, "gina", &path, None)));
+        futures::future::join_all((0..6).map(|_| env.accounts(&gw, "gina", bunq_user_id)));
     let stop = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         gw.sigterm();
@@ -610,15 +568,7 @@ async fn rotate_key_reseals_the_database_for_the_new_key() {
     assert_eq!(status, 200);
     assert_eq!(user["status"], "connected");
     let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
-    let accounts = env
-        .proxy(
-            &gw,
-            Method::GET,
-            "greta",
-            &format!("user/{bunq_user_id}/monetary-account-bank"),
-            None,
-        )
-        .await;
+    let accounts = env.accounts(&gw, "greta", bunq_user_id).await;
     assert_eq!(accounts.status(), 200);
     assert_eq!(env.fake.calls("POST /installation"), installations);
     assert!(gw.stop().success());

@@ -525,10 +525,22 @@ async fn slow_response_is_a_timeout_error() {
     );
 }
 
+/// A bunq list of a little over 4 KiB.
+fn over_the_limit() -> String {
+    format!(r#"{{"Response":[{{"Blob":"{}"}}]}}"#, "x".repeat(4096))
+}
+
+/// A client of `server` that reads response bodies of at most 1024 bytes.
+fn reading_at_most_1024(server: &Server) -> BunqClient {
+    client_of(format!("{}/v1", server.url()), |c| {
+        c.max_response_bytes = 1024
+    })
+}
+
 #[tokio::test]
 async fn response_larger_than_the_limit_is_an_error_not_a_memory_hazard() {
     let mut server = Server::new_async().await;
-    let body = format!(r#"{{"Response":[{{"Blob":"{}"}}]}}"#, "x".repeat(4096));
+    let body = over_the_limit();
     let _mock = server
         .mock("GET", "/v1/user/1")
         .with_header("x-bunq-server-signature", &signature_of(&body))
@@ -536,10 +548,7 @@ async fn response_larger_than_the_limit_is_an_error_not_a_memory_hazard() {
         .expect(2)
         .create_async()
         .await;
-    let small = client_of(format!("{}/v1", server.url()), |c| {
-        c.max_response_bytes = 1024
-    });
-    let err = failed_get(&small, "user/1").await;
+    let err = failed_get(&reading_at_most_1024(&server), "user/1").await;
     assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
     // The default limit reads the same body.
     let resp = client(&server)
@@ -609,7 +618,7 @@ async fn a_redirect_is_returned_not_followed() {
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_an_error_without_a_length_to_check_first() {
     let mut server = Server::new_async().await;
-    let body = format!(r#"{{"Response":[{{"Blob":"{}"}}]}}"#, "x".repeat(4096));
+    let body = over_the_limit();
     let chunks = body.clone();
     let _mock = server
         .mock("GET", "/v1/user/1")
@@ -617,10 +626,7 @@ async fn chunked_body_over_the_limit_is_an_error_without_a_length_to_check_first
         .with_chunked_body(move |w| w.write_all(chunks.as_bytes()))
         .create_async()
         .await;
-    let small = client_of(format!("{}/v1", server.url()), |c| {
-        c.max_response_bytes = 1024
-    });
-    let err = failed_get(&small, "user/1").await;
+    let err = failed_get(&reading_at_most_1024(&server), "user/1").await;
     assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
 }
 

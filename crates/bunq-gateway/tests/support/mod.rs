@@ -215,6 +215,19 @@ workers = 2
         request.send().await.unwrap()
     }
 
+    /// The user's account list through the proxy:
+    /// `GET .../bunq/user/{bunq_user_id}/monetary-account-bank`.
+    pub async fn accounts(
+        &self,
+        gw: &Gateway,
+        user_ref: &str,
+        bunq_user_id: u64,
+    ) -> reqwest::Response {
+        let path = format!("user/{bunq_user_id}/monetary-account-bank");
+        self.proxy(gw, reqwest::Method::GET, user_ref, &path, None)
+            .await
+    }
+
     /// `GET /v1/users/{user_ref}` → (status, JSON or Null).
     pub async fn user(&self, gw: &Gateway, user_ref: &str) -> (u16, Value) {
         let response = self
