@@ -80,6 +80,7 @@ pub(crate) async fn authorize(
         .begin(StateContext {
             user_ref: request.user_ref,
             return_to: request.return_to,
+            replace: false,
         })
         .await
         .map_err(|e| {

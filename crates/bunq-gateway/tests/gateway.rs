@@ -385,6 +385,7 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
                 context: StateContext {
                     user_ref: "erin".into(),
                     return_to: None,
+                    replace: false,
                 },
                 created_at: now - Duration::from_secs(120),
                 expires_at,

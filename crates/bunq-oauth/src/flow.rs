@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use crate::callback::Callback;
 use crate::config::{OAuthConfig, authorization_url};
 use crate::error::OAuthError;
-use crate::state::{PendingState, State, StateContext, StateStore, TakeOutcome};
+use crate::state::{PendingState, State, StateContext, StateKey, StateStore, TakeOutcome};
 use crate::token::{AccessToken, exchange_code};
 
 /// Where to send the end user, and the state that will bring them back. `Debug` shows the
@@ -42,6 +42,8 @@ pub struct Completed {
     pub context: StateContext,
     /// The end user's access token.
     pub token: AccessToken,
+    /// The digest the (now taken) state was stored under.
+    pub state: StateKey,
 }
 
 /// The authorization-code flow for one OAuth client: the config, the state store, and an
@@ -135,6 +137,7 @@ impl<S: StateStore> OAuthFlow<S> {
                 Ok(Completed {
                     context: pending.context,
                     token,
+                    state: key,
                 })
             }
         }
@@ -183,6 +186,7 @@ mod tests {
             .begin(StateContext {
                 user_ref: "alice".to_owned(),
                 return_to: None,
+                replace: false,
             })
             .await
             .unwrap_err();

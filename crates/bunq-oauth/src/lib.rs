@@ -23,7 +23,7 @@
 //! let flow = OAuthFlow::new(config, MemoryStateStore::new())?;
 //!
 //! // 1. Send the end user to bunq.
-//! let auth = flow.begin(StateContext { user_ref: "alice".into(), return_to: None }).await?;
+//! let auth = flow.begin(StateContext { user_ref: "alice".into(), return_to: None, replace: false }).await?;
 //! println!("redirect to {}", auth.url);
 //!
 //! // 2. bunq sends them back to the redirect URI with `?code=...&state=...`.

@@ -126,6 +126,7 @@ mod tests {
             context: StateContext {
                 user_ref: "u1".to_owned(),
                 return_to: None,
+                replace: false,
             },
             created_at,
             expires_at: created_at + ttl,

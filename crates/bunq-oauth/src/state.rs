@@ -108,6 +108,10 @@ pub struct StateContext {
     pub user_ref: String,
     /// Where to send the end user after the callback, if anywhere.
     pub return_to: Option<String>,
+    /// Whether the consent may come from another bunq account than the one the user is
+    /// connected with (replacing it); without it such a consent is refused.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// A state waiting for its callback.

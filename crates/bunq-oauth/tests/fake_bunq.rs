@@ -84,6 +84,7 @@ fn context() -> StateContext {
     StateContext {
         user_ref: "end-user-42".to_owned(),
         return_to: Some("/accounts".to_owned()),
+        replace: false,
     }
 }
 

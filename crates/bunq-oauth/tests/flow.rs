@@ -28,6 +28,7 @@ fn context() -> StateContext {
     StateContext {
         user_ref: "alice".to_owned(),
         return_to: Some("/settings".to_owned()),
+        replace: false,
     }
 }
 

@@ -53,8 +53,10 @@ fn debug_of_secret_holding_types_redacts_secrets() {
         context: StateContext {
             user_ref: "u".to_owned(),
             return_to: None,
+            replace: false,
         },
         token: token(),
+        state: bunq_oauth::StateKey("digest-of-the-state".to_owned()),
     };
     assert_clean("Completed", &format!("{completed:?}"));
     let client = OAuthClientInfo {
@@ -83,6 +85,7 @@ async fn authorization_debug_redacts_state_but_url_carries_it() {
         .begin(StateContext {
             user_ref: "u".to_owned(),
             return_to: None,
+            replace: false,
         })
         .await
         .unwrap();

@@ -102,6 +102,11 @@ pub struct Session {
     pub user_id: u64,
     /// Which user object the session returned.
     pub kind: UserKind,
+    /// For an OAuth session (`UserApiKey`): the bunq user who granted access, the
+    /// person behind the connection (`user_id` is the key's own id, different for
+    /// every consent of the same person). `None` for other sessions.
+    #[serde(default)]
+    pub granted_by_user_id: Option<u64>,
     /// When bunq will consider the session expired (from `session_timeout`; for
     /// `UserApiKey` the smaller of requested_by's and granted_by's).
     pub expires_at: SystemTime,

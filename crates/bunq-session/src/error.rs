@@ -104,6 +104,39 @@ pub enum Error {
     /// Key generation or a key from bunq was refused.
     #[error("key: {0}")]
     Key(#[from] KeyError),
+    /// bunq refused the credential itself ("User credentials are incorrect. Incorrect API
+    /// key or IP address."), also from a fresh installation and device: the OAuth grant
+    /// was withdrawn in the bunq app (or the API key deleted). No session can be opened
+    /// with it; the [`SessionManager`](crate::SessionManager) sends nothing more for the
+    /// credential until it is connected again. Ask the user to consent again.
+    #[error("bunq refused the credential {credential} (status {status}): {}", descriptions.join(" "))]
+    Revoked {
+        /// The refused credential.
+        credential: CredentialId,
+        /// The HTTP status of bunq's refusal.
+        status: u16,
+        /// bunq's `error_description`s.
+        descriptions: Vec<String>,
+        /// `X-Bunq-Client-Response-Id` of the refusal.
+        response_id: Option<String>,
+    },
+    /// Opening a session for this credential failed recently for a passing reason (bunq
+    /// unavailable, a 429, a timeout); the manager waits, with growing delays, before
+    /// trying again, so that one failing credential cannot spend the session-server
+    /// budget that every credential shares.
+    #[error(
+        "no session for {credential} until the back-off ends in {retry_after:?} ({failures} failures; last: {last})"
+    )]
+    SessionBackoff {
+        /// The credential.
+        credential: CredentialId,
+        /// When the manager tries again.
+        retry_after: Duration,
+        /// Consecutive failures so far.
+        failures: u32,
+        /// The last failure, as text (no secrets).
+        last: String,
+    },
 }
 
 impl Error {
@@ -124,9 +157,9 @@ impl Error {
     /// capacity): what a gateway sends as `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } | Error::SessionCapacity { retry_after } => {
-                Some(*retry_after)
-            }
+            Error::RateLimited { retry_after }
+            | Error::SessionCapacity { retry_after }
+            | Error::SessionBackoff { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -146,6 +179,27 @@ impl Error {
             context: context.into(),
             detail: detail.into(),
         }
+    }
+}
+
+/// bunq's wording when it refuses an API key or OAuth token at device-server or
+/// session-server: a withdrawn grant, a deleted key, or a device bound to another IP.
+const CREDENTIAL_REFUSED: [&str; 2] = [
+    "User credentials are incorrect.",
+    "Incorrect API key or IP address.",
+];
+
+/// Whether bunq refused the credential (or the calling IP) rather than the request.
+pub(crate) fn is_credential_refusal(error: &Error) -> bool {
+    match error {
+        Error::Api {
+            status: 400 | 401 | 403,
+            descriptions,
+            ..
+        } => descriptions
+            .iter()
+            .any(|d| CREDENTIAL_REFUSED.iter().any(|w| d.contains(w))),
+        _ => false,
     }
 }
 

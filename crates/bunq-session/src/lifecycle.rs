@@ -174,6 +174,7 @@ pub(crate) fn parse_session(body: &[u8], started: SystemTime) -> Result<Session,
     let mut id = None;
     let mut token = None;
     let mut user = None;
+    let mut granted_by = None;
     for (kind, object) in envelope::decode_items(body)? {
         match kind.as_str() {
             "Id" => id = Some(decode_object::<IdObject>("Id", object)?.id),
@@ -190,6 +191,7 @@ pub(crate) fn parse_session(body: &[u8], started: SystemTime) -> Result<Session,
                     .ok_or_else(|| {
                         Error::unexpected(CONTEXT, "UserApiKey without any session_timeout")
                     })?;
+                granted_by = key.granted_by_user.as_ref().and_then(nested_id);
                 user = Some((UserKind::UserApiKey, key.id, timeout));
             }
             other => {
@@ -214,6 +216,7 @@ pub(crate) fn parse_session(body: &[u8], started: SystemTime) -> Result<Session,
         token: token.ok_or_else(|| missing("Token"))?,
         user_id,
         kind,
+        granted_by_user_id: granted_by,
         // bunq's number, not ours: an absurd timeout must be an error, not an overflow panic.
         expires_at: started
             .checked_add(Duration::from_secs(timeout))
@@ -224,6 +227,12 @@ pub(crate) fn parse_session(body: &[u8], started: SystemTime) -> Result<Session,
 }
 
 /// `{"UserPerson": {"session_timeout": N, ...}}` → N.
+/// The `id` of a nested `{"UserPerson": {"id": ..}}` (or any user type).
+fn nested_id(user: &serde_json::Map<String, Value>) -> Option<u64> {
+    user.values()
+        .find_map(|object| object.get("id").and_then(Value::as_u64))
+}
+
 fn nested_session_timeout(user: &serde_json::Map<String, Value>) -> Option<u64> {
     user.values()
         .find_map(|object| object.get("session_timeout").and_then(Value::as_u64))

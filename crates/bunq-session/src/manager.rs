@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::client::{ApiRequest, Auth, RawResponse};
+use crate::error::is_credential_refusal;
 use crate::{ApiContext, BunqClient, ContextStore, CredentialId, Error, Installation, Session};
 
 /// How a [`SessionManager`] manages sessions.
@@ -23,10 +24,14 @@ pub struct SessionManagerConfig {
     pub device_description: String,
     /// `permitted_ips` of `POST /device-server` (empty: the calling IP).
     pub permitted_ips: Vec<String>,
-    /// After bunq refused to open a session for a credential (a revoked token, say),
-    /// further attempts for it fail fast with the same error for this long instead of
-    /// spending the process's scarce session-server slots (default 30 s).
+    /// After opening a session for a credential failed for a passing reason (bunq
+    /// unavailable, a 429, a timeout), further attempts for it fail fast with
+    /// [`Error::SessionBackoff`] for this long, doubled at each consecutive failure up to
+    /// [`max_backoff`](Self::max_backoff), instead of spending the session-server slots
+    /// every credential shares (default 30 s: one bunq window).
     pub refusal_backoff: Duration,
+    /// The longest back-off (default 10 min).
+    pub max_backoff: Duration,
 }
 
 impl Default for SessionManagerConfig {
@@ -37,6 +42,7 @@ impl Default for SessionManagerConfig {
             device_description: "bunq-session".to_owned(),
             permitted_ips: Vec::new(),
             refusal_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(600),
         }
     }
 }
@@ -49,19 +55,55 @@ struct Live {
     renew_at: SystemTime,
 }
 
-/// Why bunq last refused a session for this credential.
+/// Consecutive passing failures to open a session for a credential.
+struct Backoff {
+    until: Instant,
+    failures: u32,
+    last: String,
+}
+
+/// bunq's refusal of the credential itself (see [`Error::Revoked`]).
+#[derive(Clone)]
 struct Refusal {
-    at: Instant,
     status: u16,
     descriptions: Vec<String>,
     response_id: Option<String>,
+}
+
+impl Refusal {
+    fn of(error: &Error) -> Option<Self> {
+        match error {
+            Error::Api {
+                status,
+                descriptions,
+                response_id,
+            } if is_credential_refusal(error) => Some(Self {
+                status: *status,
+                descriptions: descriptions.clone(),
+                response_id: response_id.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn error(&self, credential: &CredentialId) -> Error {
+        Error::Revoked {
+            credential: credential.clone(),
+            status: self.status,
+            descriptions: self.descriptions.clone(),
+            response_id: self.response_id.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct SlotState {
     /// The full context (with the secret), loaded lazily from the store.
     context: Option<ApiContext>,
-    refused: Option<Refusal>,
+    backoff: Option<Backoff>,
+    /// Set when bunq refused the credential itself: nothing is sent for it until
+    /// [`SessionManager::connect`] is called again.
+    revoked: Option<Refusal>,
     /// Set by [`SessionManager::disconnect`]: no session is created, saved or served for
     /// this credential until [`SessionManager::connect`] is called again.
     disconnected: bool,
@@ -197,7 +239,12 @@ impl<S: ContextStore> SessionManager<S> {
     /// Connects a credential: installation → device-server → session-server (through
     /// the pacer), saving the context to the store after each step. A stored context
     /// for the same secret and API base is reused as far as it goes (an unexpired
-    /// session included), so connecting again costs nothing.
+    /// session included), so connecting again costs nothing, and an attempt that failed
+    /// midway resumes with its installation and device instead of orphaning new ones.
+    ///
+    /// Clears a revocation or back-off recorded for the credential: a call to `connect`
+    /// is the caller's word that the credential is worth trying (a new consent).
+    /// bunq refusing the credential itself is [`Error::Revoked`].
     pub async fn connect(
         &self,
         credential: &CredentialId,
@@ -208,6 +255,8 @@ impl<S: ContextStore> SessionManager<S> {
         let slot = self.slot(credential);
         let mut state = slot.renew.lock().await;
         state.disconnected = false;
+        state.revoked = None;
+        state.backoff = None;
         let stored = store.load(credential).await?.filter(|ctx| {
             // Both secrets are ours (not attacker-timed input), so a plain comparison
             // is fine here.
@@ -228,18 +277,20 @@ impl<S: ContextStore> SessionManager<S> {
                 context
             }
         };
-        self.ensure_device(credential, &mut context).await?;
         let session = match context.session.clone().filter(|s| self.is_fresh(s)) {
             Some(session) => session,
-            None => {
-                let session = self.create_session(&context).await?;
-                context.session = Some(session.clone());
-                store.save(credential, &context).await?;
-                session
-            }
+            None => match self.open_session(credential, &mut context).await {
+                Ok(session) => session,
+                Err(e) => {
+                    if let Some(refusal) = Refusal::of(&e) {
+                        state.revoked = Some(refusal.clone());
+                        return Err(refusal.error(credential));
+                    }
+                    return Err(e);
+                }
+            },
         };
         self.publish(&slot, &context.installation, &session);
-        state.refused = None;
         state.context = Some(context.clone());
         Ok(context)
     }
@@ -266,6 +317,46 @@ impl<S: ContextStore> SessionManager<S> {
             self.inner.store.save(credential, context).await?;
         }
         Ok(())
+    }
+
+    /// Device (if needed) and session-server for `context`, saving what bunq created.
+    ///
+    /// bunq answers "User credentials are incorrect. Incorrect API key or IP address."
+    /// both for a withdrawn grant and for a device bound to another IP (an egress
+    /// change). A fresh installation and device tell them apart: bunq refuses the
+    /// credential at device-server (before any session-server slot is spent) only if it
+    /// is dead. So one such refusal leads to one try from a fresh installation, whose
+    /// refusal in turn is final (the error returned is that refusal; see
+    /// [`Refusal::of`]).
+    async fn open_session(
+        &self,
+        credential: &CredentialId,
+        context: &mut ApiContext,
+    ) -> Result<Session, Error> {
+        let had_device = context.device.is_some();
+        let first = match self.ensure_device(credential, context).await {
+            Ok(()) => self.create_session(context).await,
+            Err(e) => Err(e),
+        };
+        let session = match first {
+            Err(e) if is_credential_refusal(&e) && had_device => {
+                tracing::info!(%credential, "bunq refused the credential; trying once from a fresh installation");
+                context.installation = self.inner.client.installation().await?;
+                context.device = None;
+                context.session = None;
+                self.inner.store.save(credential, context).await?;
+                self.ensure_device(credential, context).await?;
+                self.create_session(context).await?
+            }
+            other => other?,
+        };
+        context.session = Some(session.clone());
+        // The session exists at bunq whether or not it can be stored: serve with it,
+        // and only report the store's failure (a restart would then open a new one).
+        if let Err(e) = self.inner.store.save(credential, context).await {
+            tracing::error!(%credential, error = %e, "could not persist the new session");
+        }
+        Ok(session)
     }
 
     async fn create_session(&self, context: &ApiContext) -> Result<Session, Error> {
@@ -300,6 +391,23 @@ impl<S: ContextStore> SessionManager<S> {
         }
     }
 
+    /// Whether bunq refused `credential` itself (see [`Error::Revoked`]) since it was
+    /// last connected; such a credential gets no call until
+    /// [`connect`](Self::connect).
+    pub fn is_revoked(&self, credential: &CredentialId) -> bool {
+        let slot = self
+            .inner
+            .slots
+            .read()
+            .ok()
+            .and_then(|slots| slots.get(credential).cloned());
+        slot.is_some_and(|slot| {
+            slot.renew
+                .try_lock()
+                .is_ok_and(|state| state.revoked.is_some())
+        })
+    }
+
     /// Gets a usable session, creating one if needed. With `rejected`, bunq declared
     /// that session dead: renew unless another task already replaced it.
     async fn renew(
@@ -312,6 +420,9 @@ impl<S: ContextStore> SessionManager<S> {
         let state = &mut *guard;
         if state.disconnected {
             return Err(Error::NotConnected(credential.clone()));
+        }
+        if let Some(refusal) = &state.revoked {
+            return Err(refusal.error(credential));
         }
         // Whoever held the lock before us may have done the work.
         if let Some(live) = slot.fresh() {
@@ -339,48 +450,54 @@ impl<S: ContextStore> SessionManager<S> {
                 return Ok(self.publish(slot, &context.installation, session));
             }
         }
-        if let Some(refusal) = &state.refused {
-            if refusal.at.elapsed() < self.inner.config.refusal_backoff {
-                return Err(Error::Api {
-                    status: refusal.status,
-                    descriptions: refusal.descriptions.clone(),
-                    response_id: refusal.response_id.clone(),
+        if let Some(backoff) = &state.backoff {
+            let now = Instant::now();
+            if now < backoff.until {
+                return Err(Error::SessionBackoff {
+                    credential: credential.clone(),
+                    retry_after: backoff.until - now,
+                    failures: backoff.failures,
+                    last: backoff.last.clone(),
                 });
             }
         }
         let Some(context) = state.context.as_mut() else {
             return Err(Error::NotConnected(credential.clone()));
         };
-        self.ensure_device(credential, context).await?;
-        let session = match self.create_session(context).await {
-            Ok(session) => session,
-            Err(Error::Api {
-                status,
-                descriptions,
-                response_id,
-            }) if (400..500).contains(&status) => {
-                state.refused = Some(Refusal {
-                    at: Instant::now(),
-                    status,
-                    descriptions: descriptions.clone(),
-                    response_id: response_id.clone(),
-                });
-                return Err(Error::Api {
-                    status,
-                    descriptions,
-                    response_id,
-                });
+        match self.open_session(credential, context).await {
+            Ok(session) => {
+                state.backoff = None;
+                Ok(self.publish(slot, &context.installation, &session))
             }
-            Err(e) => return Err(e),
-        };
-        context.session = Some(session.clone());
-        // The session exists at bunq whether or not it can be stored: serve with it,
-        // and only report the store's failure (a restart would then open a new one).
-        if let Err(e) = self.inner.store.save(credential, context).await {
-            tracing::error!(%credential, error = %e, "could not persist the new session");
+            Err(e) => {
+                if let Some(refusal) = Refusal::of(&e) {
+                    tracing::warn!(%credential, "bunq refused the credential: access withdrawn");
+                    state.revoked = Some(refusal.clone());
+                    return Err(refusal.error(credential));
+                }
+                // Waiting for a turn is not the credential's failure; everything else
+                // bunq (or the way to it) answered is, and backs off.
+                if !matches!(
+                    e,
+                    Error::SessionCapacity { .. } | Error::NotConnected(_) | Error::Store(_)
+                ) {
+                    let failures = state.backoff.as_ref().map_or(0, |b| b.failures) + 1;
+                    let delay = self
+                        .inner
+                        .config
+                        .refusal_backoff
+                        .saturating_mul(1u32 << (failures - 1).min(16))
+                        .min(self.inner.config.max_backoff);
+                    tracing::info!(%credential, failures, ?delay, error = %e, "session creation failed; backing off");
+                    state.backoff = Some(Backoff {
+                        until: Instant::now() + delay,
+                        failures,
+                        last: e.to_string(),
+                    });
+                }
+                Err(e)
+            }
         }
-        state.refused = None;
-        Ok(self.publish(slot, &context.installation, &session))
     }
 
     /// Sends `req` for `credential` with its live session. If bunq answers that the

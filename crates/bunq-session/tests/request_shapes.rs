@@ -78,6 +78,7 @@ fn session() -> Session {
         token: SecretString::from(SESSION_TOKEN),
         user_id: 1,
         kind: UserKind::UserPerson,
+        granted_by_user_id: None,
         expires_at: SystemTime::now() + Duration::from_secs(3600),
     }
 }

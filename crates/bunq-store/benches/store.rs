@@ -33,6 +33,7 @@ fn context(installation: &PrivateKey, server: &PrivateKey, i: u64) -> ApiContext
             token: SecretString::from(format!("session-token-{i}")),
             user_id: i,
             kind: UserKind::UserApiKey,
+            granted_by_user_id: None,
             expires_at: std::time::SystemTime::now() + Duration::from_secs(3600),
         }),
     }

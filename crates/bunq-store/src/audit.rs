@@ -20,6 +20,14 @@ pub enum AuditEvent {
     SessionCreated,
     /// The master key was rotated ([`Store::rotate_key`]).
     KeyRotated,
+    /// An OAuth callback delivered a new access token ([`Store::add_consent`]).
+    Consent,
+    /// bunq refused a user's credential: access was withdrawn ([`Store::mark_revoked`]).
+    Revoked,
+    /// A consent could not be connected ([`Store::refuse_consent`]).
+    ConsentRefused,
+    /// A consent came from another bunq account than the connected one and was refused.
+    IdentityMismatch,
 }
 
 impl AuditEvent {
@@ -30,6 +38,10 @@ impl AuditEvent {
             AuditEvent::Disconnect => "disconnect",
             AuditEvent::SessionCreated => "session_created",
             AuditEvent::KeyRotated => "key_rotated",
+            AuditEvent::Consent => "consent",
+            AuditEvent::Revoked => "revoked",
+            AuditEvent::ConsentRefused => "consent_refused",
+            AuditEvent::IdentityMismatch => "identity_mismatch",
         }
     }
 
@@ -39,6 +51,10 @@ impl AuditEvent {
             "disconnect" => AuditEvent::Disconnect,
             "session_created" => AuditEvent::SessionCreated,
             "key_rotated" => AuditEvent::KeyRotated,
+            "consent" => AuditEvent::Consent,
+            "revoked" => AuditEvent::Revoked,
+            "consent_refused" => AuditEvent::ConsentRefused,
+            "identity_mismatch" => AuditEvent::IdentityMismatch,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown audit event {other:?}"

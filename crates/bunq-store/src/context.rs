@@ -38,6 +38,9 @@ fn parse_kind(name: String) -> Result<UserKind, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("unknown session user kind: {e}")))
 }
 
+/// A `sessions` row, still sealed: id, token, user id, kind, expiry, granted by.
+type SealedSession = (i64, Vec<u8>, i64, String, i64, Option<i64>);
+
 /// A `contexts` row joined with its `sessions` row, still sealed.
 struct SealedContext {
     api_base: String,
@@ -47,7 +50,7 @@ struct SealedContext {
     private_key: Vec<u8>,
     server_public_key: String,
     device_id: Option<i64>,
-    session: Option<(i64, Vec<u8>, i64, String, i64)>,
+    session: Option<SealedSession>,
 }
 
 pub(crate) fn read_context(
@@ -59,13 +62,21 @@ pub(crate) fn read_context(
         .prepare_cached(
             "SELECT c.api_base, c.secret, c.installation_id, c.installation_token,
                     c.private_key, c.server_public_key, c.device_id,
-                    s.session_id, s.token, s.user_id, s.kind, s.expires_at
+                    s.session_id, s.token, s.user_id, s.kind, s.expires_at,
+                    s.granted_by_user_id
              FROM contexts c LEFT JOIN sessions s ON s.credential = c.credential
              WHERE c.credential = ?1",
         )?
         .query_row([credential], |r| {
             let session = match r.get::<_, Option<i64>>(7)? {
-                Some(id) => Some((id, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?)),
+                Some(id) => Some((
+                    id,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                    r.get::<_, Option<i64>>(12)?,
+                )),
                 None => None,
             };
             Ok(SealedContext {
@@ -115,12 +126,15 @@ pub(crate) fn read_context(
     };
     let session = row
         .session
-        .map(|(id, sealed, user_id, kind, expires_at)| {
+        .map(|(id, sealed, user_id, kind, expires_at, granted_by)| {
             Ok::<_, StoreError>(Session {
                 id: from_db_id(id, "session id")?,
                 token: keyring.open_string(&sealed, SESSIONS, SESSION_TOKEN, credential)?,
                 user_id: from_db_id(user_id, "session user id")?,
                 kind: parse_kind(kind)?,
+                granted_by_user_id: granted_by
+                    .map(|id| from_db_id(id, "granted-by user id"))
+                    .transpose()?,
                 expires_at: from_db_time(expires_at)?,
             })
         })
@@ -219,12 +233,14 @@ fn write_context(
                 credential,
             )?;
             tx.prepare_cached(
-                "INSERT INTO sessions (credential, session_id, token, user_id, kind, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO sessions (credential, session_id, token, user_id, kind, expires_at,
+                                       granted_by_user_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (credential) DO UPDATE SET
                    session_id = excluded.session_id, token = excluded.token,
                    user_id = excluded.user_id, kind = excluded.kind,
-                   expires_at = excluded.expires_at",
+                   expires_at = excluded.expires_at,
+                   granted_by_user_id = excluded.granted_by_user_id",
             )?
             .execute(params![
                 credential,
@@ -232,7 +248,11 @@ fn write_context(
                 sealed,
                 to_db_id(session.user_id, "session user id")?,
                 kind_name(session.kind)?,
-                to_db_time(session.expires_at)?
+                to_db_time(session.expires_at)?,
+                session
+                    .granted_by_user_id
+                    .map(|id| to_db_id(id, "granted-by user id"))
+                    .transpose()?
             ])?;
             if previous_session != Some(session_id) {
                 let detail = format!(

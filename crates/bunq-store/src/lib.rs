@@ -47,9 +47,11 @@
 //! credential, so a warm lookup does no RSA parsing.
 
 mod audit;
+mod consents;
 mod context;
 mod db;
 mod error;
+mod idempotency;
 mod key;
 mod rotate;
 mod schema;
@@ -57,8 +59,10 @@ mod state;
 mod users;
 
 pub use audit::{AuditEntry, AuditEvent};
+pub use consents::{ConsentCompletion, ConsentRefusal, PendingConsent};
 pub use db::{Store, StoreOptions};
 pub use error::StoreError;
+pub use idempotency::{IdempotencyBegin, IdempotencyScope, StoredAnswer, request_fingerprint};
 pub use key::MasterKey;
 pub use rotate::RotationReport;
 #[doc(hidden)]

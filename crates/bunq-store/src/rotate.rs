@@ -3,7 +3,9 @@
 use rusqlite::{Transaction, params};
 
 use crate::audit::{self, AuditEvent};
+use crate::consents::CONSENTS;
 use crate::context::{CONTEXTS, INSTALLATION_TOKEN, PRIVATE_KEY, SECRET, SESSION_TOKEN, SESSIONS};
+use crate::idempotency::{ANSWER, IDEMPOTENCY_KEYS};
 use crate::key::{FORMAT_V1, MasterKey, sealed_key_id};
 use crate::users::{ACCESS_TOKEN, USERS};
 use crate::{Store, StoreError};
@@ -15,6 +17,8 @@ const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     (CONTEXTS, "credential", INSTALLATION_TOKEN),
     (CONTEXTS, "credential", PRIVATE_KEY),
     (SESSIONS, "credential", SESSION_TOKEN),
+    (CONSENTS, "credential", ACCESS_TOKEN),
+    (IDEMPOTENCY_KEYS, "id", ANSWER),
 ];
 
 /// What [`Store::rotate_key`] did.
@@ -128,7 +132,9 @@ fn rotate_column(
 ) -> Result<(), StoreError> {
     // Names come from the constant table above, never from input.
     let rows = {
-        let mut stmt = tx.prepare(&format!("SELECT {row_key}, {column} FROM {table}"))?;
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {row_key}, {column} FROM {table} WHERE {column} IS NOT NULL"
+        ))?;
         stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?

@@ -74,8 +74,78 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 "#;
 
+/// Version 2: grant states, consents waiting for their session, idempotency records.
+///
+/// - `users` gains `revoked` and `failed` (with a reason and a time), the bunq person who
+///   granted access (`granted_by_user_id`, the identity a new consent is compared with),
+///   and `credential`: the `contexts` row of the live connection. A new consent connects
+///   under a credential of its own (`{user_ref}/{random}`) and replaces the user's only
+///   once its session exists, so the old connection serves until then and nothing of
+///   the old one can be written over the new one. A V1 user's credential is its
+///   `user_ref`. (`status` has a CHECK, which SQLite cannot alter: the table is rebuilt.)
+/// - `consents`: access tokens from callbacks whose installation, device and session are
+///   not done yet. `access_token` NULL is a V1 `connecting` user, whose token is the
+///   user row's.
+/// - `idempotency_keys`: one row per (caller, user, `Idempotency-Key`), stored under a
+///   digest of the three, with the request's fingerprint, the request id sent to bunq,
+///   and the final answer (sealed) once known.
+const V2: &str = r#"
+CREATE TABLE users_v2 (
+    user_ref            TEXT PRIMARY KEY NOT NULL,
+    bunq_user_id        INTEGER,
+    granted_by_user_id  INTEGER,
+    status              TEXT NOT NULL
+                        CHECK (status IN ('connecting', 'connected', 'revoked', 'failed')),
+    status_reason       TEXT,
+    status_since        INTEGER NOT NULL,
+    connected_at        INTEGER,
+    updated_at          INTEGER NOT NULL,
+    credential          TEXT,
+    access_token        BLOB,
+    last_consent        TEXT,
+    last_consent_at     INTEGER
+) STRICT;
+INSERT INTO users_v2 (user_ref, bunq_user_id, status, status_since, connected_at,
+                      updated_at, credential, access_token)
+    SELECT user_ref, bunq_user_id, status, updated_at, connected_at, updated_at,
+           user_ref, access_token
+    FROM users;
+DROP TABLE users;
+ALTER TABLE users_v2 RENAME TO users;
+
+ALTER TABLE sessions ADD COLUMN granted_by_user_id INTEGER;
+ALTER TABLE oauth_states ADD COLUMN replace_identity INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE consents (
+    credential        TEXT PRIMARY KEY NOT NULL,
+    user_ref          TEXT NOT NULL,
+    access_token      BLOB,
+    replace_identity  INTEGER NOT NULL CHECK (replace_identity IN (0, 1)),
+    created_at        INTEGER NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT
+) STRICT;
+CREATE INDEX consents_by_user ON consents (user_ref);
+INSERT INTO consents (credential, user_ref, access_token, replace_identity, created_at)
+    SELECT user_ref, user_ref, NULL, 0, updated_at FROM users WHERE status = 'connecting';
+
+CREATE TABLE idempotency_keys (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_ref     TEXT NOT NULL,
+    fingerprint  BLOB NOT NULL,
+    request_id   TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('in_flight', 'unknown', 'done')),
+    status       INTEGER,
+    answer       BLOB,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+CREATE INDEX idempotency_keys_by_user ON idempotency_keys (user_ref);
+"#;
+
 /// Every migration, oldest first. Append only: never edit a released one.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1)];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
 
 /// The schema version this crate writes (`PRAGMA user_version` after open).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

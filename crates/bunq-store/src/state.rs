@@ -21,15 +21,17 @@ impl Store {
         let expires_at = to_db_time(state.expires_at)?;
         self.write(move |conn, _| {
             conn.prepare_cached(
-                "INSERT INTO oauth_states (state_key, user_ref, return_to, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO oauth_states (state_key, user_ref, return_to, created_at, expires_at,
+                                           replace_identity)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 state.key.0,
                 state.context.user_ref,
                 state.context.return_to,
                 created_at,
-                expires_at
+                expires_at,
+                state.context.replace
             ])?;
             Ok(())
         })
@@ -45,7 +47,8 @@ impl Store {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = tx
                 .prepare_cached(
-                    "SELECT user_ref, return_to, created_at, expires_at, taken_at
+                    "SELECT user_ref, return_to, created_at, expires_at, taken_at,
+                            replace_identity
                      FROM oauth_states WHERE state_key = ?1",
                 )?
                 .query_row([&key.0], |r| {
@@ -55,13 +58,14 @@ impl Store {
                         r.get::<_, i64>(2)?,
                         r.get::<_, i64>(3)?,
                         r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, bool>(5)?,
                     ))
                 })
                 .optional()?;
             let outcome = match row {
                 None => TakeOutcome::Unknown,
-                Some((_, _, _, _, Some(_))) => TakeOutcome::AlreadyTaken,
-                Some((user_ref, return_to, created_at, expires_at, None)) => {
+                Some((_, _, _, _, Some(_), _)) => TakeOutcome::AlreadyTaken,
+                Some((user_ref, return_to, created_at, expires_at, None, replace)) => {
                     tx.prepare_cached(
                         "UPDATE oauth_states SET taken_at = ?2 WHERE state_key = ?1",
                     )?
@@ -71,6 +75,7 @@ impl Store {
                         context: StateContext {
                             user_ref,
                             return_to,
+                            replace,
                         },
                         created_at: from_db_time(created_at)?,
                         expires_at: from_db_time(expires_at)?,

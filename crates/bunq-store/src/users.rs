@@ -12,14 +12,19 @@ use crate::{Store, StoreError};
 pub(crate) const USERS: &str = "users";
 pub(crate) const ACCESS_TOKEN: &str = "access_token";
 
-/// Where a user is in the connect flow.
+/// Where a user's grant stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum UserStatus {
-    /// An access token is stored, but the bunq context is not (yet) confirmed working.
+    /// A consent arrived; its installation, device and session are not done yet.
     Connecting,
-    /// The bunq account is connected ([`Store::mark_connected`]).
+    /// The bunq account is connected: calls for the user are served.
     Connected,
+    /// bunq refused the user's credential (the user withdrew access in the bunq app):
+    /// no call for the user reaches bunq until the user consents again.
+    Revoked,
+    /// Connecting failed for a reason that retrying cannot fix; consent again.
+    Failed,
 }
 
 impl UserStatus {
@@ -28,6 +33,8 @@ impl UserStatus {
         match self {
             UserStatus::Connecting => "connecting",
             UserStatus::Connected => "connected",
+            UserStatus::Revoked => "revoked",
+            UserStatus::Failed => "failed",
         }
     }
 
@@ -35,6 +42,8 @@ impl UserStatus {
         match name {
             "connecting" => Ok(UserStatus::Connecting),
             "connected" => Ok(UserStatus::Connected),
+            "revoked" => Ok(UserStatus::Revoked),
+            "failed" => Ok(UserStatus::Failed),
             other => Err(StoreError::Corrupt(format!(
                 "unknown user status {other:?}"
             ))),
@@ -44,52 +53,98 @@ impl UserStatus {
 
 /// A user row without its secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UserRecord {
     /// The application's reference of the end user.
     pub user_ref: String,
-    /// bunq's id of the user, once connected.
+    /// bunq's id of the user the session acts as (for OAuth the `UserApiKey`), the one
+    /// in paths such as `/user/{id}/monetary-account`, once connected.
     pub bunq_user_id: Option<u64>,
-    /// Where the user is in the connect flow.
+    /// The bunq person who granted access: the identity a new consent must match.
+    pub granted_by_user_id: Option<u64>,
+    /// Where the user's grant stands.
     pub status: UserStatus,
+    /// Why, for [`UserStatus::Revoked`] and [`UserStatus::Failed`].
+    pub status_reason: Option<String>,
+    /// Since when the status holds.
+    pub status_since: SystemTime,
     /// When the user was (last) connected.
     pub connected_at: Option<SystemTime>,
     /// When the row last changed.
     pub updated_at: SystemTime,
+    /// The credential (context) the live connection uses, if any.
+    pub credential: Option<String>,
+    /// Consents received and not yet connected or refused.
+    pub pending_consents: u64,
+    /// What became of the latest consent that did not connect, and when
+    /// (`identity_mismatch`, `revoked`, `failed`, `deleted`).
+    pub last_consent: Option<(String, SystemTime)>,
 }
 
-fn user_row(conn: &Connection, user_ref: &str) -> Result<Option<UserRecord>, StoreError> {
+pub(crate) fn user_row(
+    conn: &Connection,
+    user_ref: &str,
+) -> Result<Option<UserRecord>, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT bunq_user_id, status, connected_at, updated_at FROM users WHERE user_ref = ?1",
+            "SELECT bunq_user_id, granted_by_user_id, status, status_reason, status_since,
+                    connected_at, updated_at, credential, last_consent, last_consent_at,
+                    (SELECT COUNT(*) FROM consents c WHERE c.user_ref = users.user_ref)
+             FROM users WHERE user_ref = ?1",
         )?
         .query_row([user_ref], |r| {
             Ok((
-                r.get::<_, Option<i64>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, i64>(3)?,
+                (
+                    r.get::<_, Option<i64>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ),
+                (
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<i64>>(9)?,
+                    r.get::<_, i64>(10)?,
+                ),
             ))
         })
         .optional()?;
-    let Some((bunq_user_id, status, connected_at, updated_at)) = row else {
+    let Some((
+        (bunq_user_id, granted_by, status, status_reason, status_since),
+        (connected_at, updated_at, credential, last_consent, last_consent_at, pending),
+    )) = row
+    else {
         return Ok(None);
     };
+    let id = |v: Option<i64>, what| v.map(|id| from_db_id(id, what)).transpose();
     Ok(Some(UserRecord {
         user_ref: user_ref.to_owned(),
-        bunq_user_id: bunq_user_id
-            .map(|id| from_db_id(id, "bunq user id"))
-            .transpose()?,
+        bunq_user_id: id(bunq_user_id, "bunq user id")?,
+        granted_by_user_id: id(granted_by, "granted-by user id")?,
         status: UserStatus::parse(&status)?,
+        status_reason,
+        status_since: from_db_time(status_since)?,
         connected_at: connected_at.map(from_db_time).transpose()?,
         updated_at: from_db_time(updated_at)?,
+        credential,
+        pending_consents: from_db_id(pending, "consent count")?,
+        last_consent: match (last_consent, last_consent_at) {
+            (Some(what), Some(at)) => Some((what, from_db_time(at)?)),
+            _ => None,
+        },
     }))
 }
 
 impl Store {
     /// Stores (sealed) the OAuth access token of `user_ref`, creating the user row if
-    /// needed. The status becomes [`UserStatus::Connecting`] until
-    /// [`Store::mark_connected`] confirms the token works: a new token is not yet a
-    /// working connection.
+    /// needed, with the user's own name as its credential. The status becomes
+    /// [`UserStatus::Connecting`] until [`Store::mark_connected`] confirms the token
+    /// works. The direct path for tools and tests; an OAuth callback goes through
+    /// [`Store::add_consent`], which keeps a connected user's connection serving until
+    /// the new one works.
     pub async fn put_access_token(
         &self,
         user_ref: &str,
@@ -105,11 +160,13 @@ impl Store {
                 &user_ref,
             )?;
             conn.prepare_cached(
-                "INSERT INTO users (user_ref, status, updated_at, access_token)
-                 VALUES (?1, 'connecting', ?2, ?3)
+                "INSERT INTO users (user_ref, status, status_since, updated_at, credential,
+                                    access_token)
+                 VALUES (?1, 'connecting', ?2, ?2, ?1, ?3)
                  ON CONFLICT (user_ref) DO UPDATE SET
-                   status = 'connecting', updated_at = excluded.updated_at,
-                   access_token = excluded.access_token",
+                   status = 'connecting', status_reason = NULL,
+                   status_since = excluded.status_since, updated_at = excluded.updated_at,
+                   credential = excluded.credential, access_token = excluded.access_token",
             )?
             .execute(params![user_ref, now_db()?, sealed])?;
             Ok(())
@@ -139,8 +196,9 @@ impl Store {
             let now = now_db()?;
             let changed = tx
                 .prepare_cached(
-                    "UPDATE users SET status = 'connected', bunq_user_id = ?2,
-                       connected_at = ?3, updated_at = ?3 WHERE user_ref = ?1",
+                    "UPDATE users SET status = 'connected', status_reason = NULL,
+                       status_since = ?3, bunq_user_id = ?2, connected_at = ?3,
+                       updated_at = ?3 WHERE user_ref = ?1",
                 )?
                 .execute(params![user_ref, db_id, now])?;
             if changed == 0 {
@@ -167,9 +225,12 @@ impl Store {
         self.read(move |conn, _| user_row(conn, &user_ref)).await
     }
 
-    /// Deletes `user_ref`: the user row with its token, the bunq context and the session
-    /// stored under the same name, and its pending OAuth states, in one transaction,
-    /// with a "disconnect" audit row that stays. Returns whether anything was there.
+    /// Deletes `user_ref`: the user row with its token, every bunq context and session
+    /// of the user's credentials (the live one and those of consents in progress), its
+    /// consents, OAuth states (pending and taken: a callback that took its state before
+    /// the deletion can then not bring the user back, see [`Store::add_consent`]) and
+    /// idempotency records, in one transaction, with a "disconnect" audit row that stays.
+    /// Returns whether anything was there.
     pub async fn delete_user(&self, user_ref: &str) -> Result<bool, StoreError> {
         let user_ref = user_ref.to_owned();
         self.write(move |conn, shared| {
@@ -178,30 +239,43 @@ impl Store {
                 .prepare_cached("SELECT bunq_user_id FROM users WHERE user_ref = ?1")?
                 .query_row([&user_ref], |r| r.get(0))
                 .optional()?;
-            let sessions = tx
-                .prepare_cached("DELETE FROM sessions WHERE credential = ?1")?
-                .execute([&user_ref])?;
-            let contexts = tx
-                .prepare_cached("DELETE FROM contexts WHERE credential = ?1")?
-                .execute([&user_ref])?;
+            let credentials = credentials_of(&tx, &user_ref)?;
+            let mut sessions = 0;
+            let mut contexts = 0;
+            for credential in &credentials {
+                sessions += tx
+                    .prepare_cached("DELETE FROM sessions WHERE credential = ?1")?
+                    .execute([credential])?;
+                contexts += tx
+                    .prepare_cached("DELETE FROM contexts WHERE credential = ?1")?
+                    .execute([credential])?;
+            }
             let users = tx
                 .prepare_cached("DELETE FROM users WHERE user_ref = ?1")?
                 .execute([&user_ref])?;
-            // A pending state would let a stale authorization bring the user back.
-            tx.prepare_cached("DELETE FROM oauth_states WHERE user_ref = ?1 AND taken_at IS NULL")?
+            let consents = tx
+                .prepare_cached("DELETE FROM consents WHERE user_ref = ?1")?
                 .execute([&user_ref])?;
-            let existed = users + contexts + sessions > 0;
+            tx.prepare_cached("DELETE FROM oauth_states WHERE user_ref = ?1")?
+                .execute([&user_ref])?;
+            tx.prepare_cached("DELETE FROM idempotency_keys WHERE user_ref = ?1")?
+                .execute([&user_ref])?;
+            let existed = users + contexts + sessions + consents > 0;
             if existed {
                 let detail = match bunq_user_id.flatten() {
-                    Some(id) => {
-                        format!("bunq_user_id={id} contexts={contexts} sessions={sessions}")
+                    Some(id) => format!(
+                        "bunq_user_id={id} contexts={contexts} sessions={sessions} consents={consents}"
+                    ),
+                    None => {
+                        format!("contexts={contexts} sessions={sessions} consents={consents}")
                     }
-                    None => format!("contexts={contexts} sessions={sessions}"),
                 };
                 audit::append(&tx, Some(&user_ref), AuditEvent::Disconnect, &detail)?;
             }
             tx.commit()?;
-            shared.evict_keys(&user_ref);
+            for credential in &credentials {
+                shared.evict_keys(credential);
+            }
             Ok(existed)
         })
         .await
@@ -235,15 +309,34 @@ pub(crate) fn read_access_token(
     shared: &crate::db::Shared,
     user_ref: &str,
 ) -> Result<Option<SecretString>, StoreError> {
-    let sealed: Option<Vec<u8>> = conn
+    // NULL while a first consent is connecting: the token is the consent's until then.
+    let sealed: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT access_token FROM users WHERE user_ref = ?1")?
         .query_row([user_ref], |r| r.get(0))
         .optional()?;
     sealed
+        .flatten()
         .map(|blob| {
             shared
                 .keyring()
                 .open_string(&blob, USERS, ACCESS_TOKEN, user_ref)
         })
         .transpose()
+}
+
+/// Every credential stored for `user_ref`: its own name (a V1 user's, or one connected
+/// through [`Store::put_access_token`]) and `{user_ref}/...` (one per consent). A
+/// `user_ref` cannot contain `/`, so the prefix is the user's alone; `substr` instead of
+/// `LIKE`, whose `_` would be a wildcard.
+pub(crate) fn credentials_of(conn: &Connection, user_ref: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT credential FROM contexts
+         WHERE credential = ?1 OR substr(credential, 1, length(?1) + 1) = ?1 || '/'",
+    )?;
+    let rows = stmt.query_map([user_ref], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
 }

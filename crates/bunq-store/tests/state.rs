@@ -17,6 +17,7 @@ fn state(key: &str, expires_in: Duration) -> PendingState {
         context: StateContext {
             user_ref: "alice".to_owned(),
             return_to: Some("https://app.example/done".to_owned()),
+            replace: false,
         },
         created_at: now,
         expires_at: now + expires_in,

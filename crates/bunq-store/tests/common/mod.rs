@@ -59,6 +59,7 @@ pub fn context(
             token: SecretString::from(session_token.to_owned()),
             user_id: 33,
             kind: UserKind::UserApiKey,
+            granted_by_user_id: None,
             expires_at: SystemTime::UNIX_EPOCH + Duration::new(1_900_000_000, 123_456_789),
         }),
     }
