@@ -1,7 +1,7 @@
 //! Wiring: the shared state, the router, and the middleware every request goes through
 //! (metrics, logs, the end-to-end timeout, bearer authentication).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bunq_oauth::{OAuthConfig, OAuthEndpoints, OAuthFlow};
 use bunq_session::{
-    BunqClient, ClientConfig, Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
+    BunqClient, ClientConfig, CredentialId, Environment, RateLimitPolicy, SessionManager,
+    SessionManagerConfig,
 };
 use bunq_store::{MasterKey, Store};
 use http::StatusCode;
@@ -21,6 +22,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::auth::ApiKeys;
 use crate::config::{BunqEnvironment, Config, KeySource};
+use crate::connector::Connector;
 use crate::error::{ApiError, GatewayError};
 use crate::metrics::Metrics;
 use crate::{connect, proxy};
@@ -32,12 +34,18 @@ pub(crate) struct AppState {
     pub(crate) flow: OAuthFlow<Store>,
     pub(crate) api_keys: ApiKeys,
     pub(crate) metrics: Metrics,
-    /// user_refs known to be connected, so the proxy's hot path reads no database row.
-    /// Filled on first use or on connect; an entry leaves only on DELETE, the one way a
-    /// connected user stops being connected.
-    pub(crate) connected: RwLock<HashSet<String>>,
+    /// Connected user_refs and the credential of their connection, so the proxy's hot
+    /// path reads no database row. Filled on first use or on connect; an entry leaves on
+    /// DELETE and on revocation, and changes when a new consent replaces a connection.
+    pub(crate) routes: RwLock<HashMap<String, CredentialId>>,
+    /// Consents being connected in the background.
+    pub(crate) connector: Connector,
+    /// How long the OAuth callback waits for its consent's connection before telling the
+    /// browser "connecting".
+    pub(crate) callback_wait: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) idempotency_retention: Duration,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -69,11 +77,10 @@ pub(crate) fn client_config(config: &Config) -> ClientConfig {
         (None, BunqEnvironment::Production) => Environment::Production,
         (None, _) => Environment::Sandbox,
     };
-    let rate_limits = if config.bunq.rate_limits {
-        RateLimitPolicy::bunq()
-    } else {
-        RateLimitPolicy::disabled()
-    };
+    let rate_limits = RateLimitPolicy::bunq()
+        .enabled(config.bunq.rate_limits)
+        .window(config.bunq.rate_limit_window)
+        .session_server_window(config.bunq.session_window);
     // 0 entries: every response is verified with RSA.
     let verify_cache_entries = if config.bunq.verify_cache {
         ClientConfig::new(Environment::Sandbox).verify_cache_entries
@@ -107,7 +114,7 @@ pub(crate) fn oauth_config(config: &Config) -> OAuthConfig {
     OAuthConfig::new(
         config.oauth.client_id.as_str(),
         config.oauth.client_secret.clone(),
-        config.oauth.redirect_uri.to_string(),
+        config.oauth.redirect_uri.clone(),
         endpoints,
     )
     .with_state_ttl(config.oauth.state_ttl)
@@ -135,6 +142,10 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
     let session_config = SessionManagerConfig {
         device_description: "bunq-gateway".to_owned(),
+        session_wait_timeout: config.bunq.session_wait,
+        permitted_ips: config.bunq.permitted_ips.clone(),
+        // One bunq window: a failing credential tries at most once per window at first.
+        refusal_backoff: config.bunq.session_window,
         ..SessionManagerConfig::default()
     };
     let sessions = Arc::new(SessionManager::new(client, store.clone(), session_config));
@@ -148,9 +159,12 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         flow,
         api_keys: ApiKeys::new(&config.security.api_keys),
         metrics,
-        connected: RwLock::new(HashSet::new()),
+        routes: RwLock::new(HashMap::new()),
+        connector: Connector::default(),
+        callback_wait: config.oauth.callback_wait,
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: config.http.request_timeout,
+        idempotency_retention: config.http.idempotency_retention,
     }))
 }
 

@@ -14,8 +14,8 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{Shared, body_or_error};
+use crate::connector::{ConnectOutcome, Connector};
 use crate::error::ApiError;
-use crate::proxy::session_error;
 
 /// The longest `user_ref` accepted.
 const MAX_USER_REF_LEN: usize = 128;
@@ -43,9 +43,14 @@ pub(crate) fn valid_user_ref(user_ref: &str) -> Result<(), ApiError> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuthorizationRequest {
     user_ref: String,
     return_to: Option<String>,
+    /// Allows the consent to come from another bunq account than the one the user is
+    /// connected with (the old connection is then closed); refused without it.
+    #[serde(default)]
+    replace: bool,
 }
 
 #[derive(Serialize)]
@@ -80,7 +85,7 @@ pub(crate) async fn authorize(
         .begin(StateContext {
             user_ref: request.user_ref,
             return_to: request.return_to,
-            replace: false,
+            replace: request.replace,
         })
         .await
         .map_err(|e| {
@@ -127,6 +132,9 @@ fn html_escape(text: &str) -> String {
 ///
 /// The state is checked (and consumed) before anything else, so an unknown, expired,
 /// replayed or missing state, or a refusal, leaves no trace but the consumed state.
+/// Then the code is exchanged and the token stored as a consent, which the background
+/// connector turns into a connection; the callback waits `oauth.callback_wait_ms` for
+/// it and otherwise answers "connecting" (the connection goes on).
 pub(crate) async fn callback(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -137,21 +145,37 @@ pub(crate) async fn callback(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     match complete(&state, query.as_deref().unwrap_or("")).await {
-        Ok(Some(return_to)) => {
-            (StatusCode::FOUND, [(http::header::LOCATION, return_to)]).into_response()
+        Ok((status, Some(return_to))) => {
+            let mut url = return_to;
+            url.query_pairs_mut().append_pair("status", status);
+            (
+                StatusCode::FOUND,
+                [(http::header::LOCATION, url.to_string())],
+            )
+                .into_response()
         }
-        Ok(None) if html => Html(
-            "<!doctype html><meta charset=utf-8><title>bunq</title>\
-             <h1>Your bunq account is connected</h1><p>You can close this window.</p>",
-        )
-        .into_response(),
-        Ok(None) => Json(serde_json::json!({ "status": "connected" })).into_response(),
+        Ok((status, None)) if html => {
+            let page = if status == "connected" {
+                "<!doctype html><meta charset=utf-8><title>bunq</title>\
+                 <h1>Your bunq account is connected</h1><p>You can close this window.</p>"
+            } else {
+                "<!doctype html><meta charset=utf-8><title>bunq</title>\
+                 <h1>Your bunq account is being connected</h1>\
+                 <p>This takes up to a minute. You can close this window.</p>"
+            };
+            Html(page).into_response()
+        }
+        Ok((status, None)) => Json(serde_json::json!({ "status": status })).into_response(),
         Err(error) => CallbackOutcome { error, html }.into_response(),
     }
 }
 
-/// The callback's work; `Some(return_to)` to redirect there.
-async fn complete(state: &Shared, query: &str) -> Result<Option<String>, ApiError> {
+/// The callback's work: the final or current status (`connected` or `connecting`),
+/// and where to send the browser, if anywhere.
+async fn complete(
+    state: &Shared,
+    query: &str,
+) -> Result<(&'static str, Option<url::Url>), ApiError> {
     let bad_state =
         |message: &'static str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", message);
     let callback = Callback::from_query(query)
@@ -192,51 +216,90 @@ async fn complete(state: &Shared, query: &str) -> Result<Option<String>, ApiErro
             )
         }
     })?;
-    let user_ref = completed.context.user_ref;
-    let token = completed.token.access_token;
-    state
+    let context = completed.context;
+    // Validated when the authorization was created; a stored value that no longer
+    // parses is dropped rather than breaking the redirect after the consent.
+    let return_to = context
+        .return_to
+        .as_deref()
+        .and_then(|r| url::Url::parse(r).ok());
+    let consent = state
         .store
-        .put_access_token(&user_ref, &token)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot store an access token");
-            ApiError::internal("cannot store the access token")
+        .add_consent(
+            &completed.state,
+            &context.user_ref,
+            &completed.token.access_token,
+            context.replace,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::GONE,
+                "user_deleted",
+                "the user was deleted while this authorization was in progress",
+            )
         })?;
-    let credential = CredentialId::new(user_ref.as_str());
-    let context = state
-        .sessions
-        .connect(&credential, token)
-        .await
-        .map_err(|e| session_error(&e))?;
-    let Some(bunq_user_id) = context.session.as_ref().map(|s| s.user_id) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "no_session",
-            "bunq opened no session",
-        ));
+    tracing::info!(user_ref = context.user_ref, "consent received");
+    let outcome = state.connector.subscribe(&consent.credential);
+    Connector::start(state, consent);
+    let status = match tokio::time::timeout(state.callback_wait, outcome).await {
+        Ok(Ok(ConnectOutcome::Connected)) => "connected",
+        Ok(Ok(ConnectOutcome::IdentityMismatch)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "identity_mismatch",
+                "this consent came from another bunq account than the connected one; \
+                 nothing was changed",
+            ));
+        }
+        Ok(Ok(ConnectOutcome::Revoked)) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "grant_revoked",
+                "bunq refused the new access token; start again",
+            ));
+        }
+        Ok(Ok(ConnectOutcome::Failed(_))) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "connect_failed",
+                "the bunq account could not be connected; start again",
+            ));
+        }
+        Ok(Ok(ConnectOutcome::Gone)) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "user_deleted",
+                "the user was deleted while this authorization was in progress",
+            ));
+        }
+        // Not yet (or the connector stopped with the process): it goes on, resumed
+        // from the store after a restart.
+        Ok(Err(_)) | Err(_) => "connecting",
     };
-    state
-        .store
-        .mark_connected(&user_ref, bunq_user_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot mark a user connected");
-            ApiError::internal("cannot record the connection")
-        })?;
-    if let Ok(mut connected) = state.connected.write() {
-        connected.insert(user_ref.clone());
-    }
-    tracing::info!(user_ref, bunq_user_id, "user connected");
-    Ok(completed.context.return_to)
+    Ok((status, return_to))
 }
 
 #[derive(Serialize)]
 pub(crate) struct UserResponse {
     user_ref: String,
     bunq_user_id: Option<u64>,
+    granted_by_user_id: Option<u64>,
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_reason: Option<String>,
+    status_since: String,
     connected_at: Option<String>,
     updated_at: String,
+    pending_consents: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_consent: Option<LastConsent>,
+}
+
+#[derive(Serialize)]
+struct LastConsent {
+    outcome: String,
+    at: String,
 }
 
 /// `GET /v1/users/{user_ref}`.
@@ -248,47 +311,66 @@ pub(crate) async fn get_user(
     let record = state
         .store
         .user(&user_ref)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read a user");
-            ApiError::internal("cannot read the user")
-        })?
+        .await?
         .ok_or_else(ApiError::unknown_user)?;
     Ok(Json(UserResponse {
         user_ref: record.user_ref,
         bunq_user_id: record.bunq_user_id,
+        granted_by_user_id: record.granted_by_user_id,
         status: record.status.as_str(),
+        status_reason: record.status_reason,
+        status_since: rfc3339(record.status_since),
         connected_at: record.connected_at.map(rfc3339),
         updated_at: rfc3339(record.updated_at),
+        pending_consents: record.pending_consents,
+        last_consent: record.last_consent.map(|(outcome, at)| LastConsent {
+            outcome,
+            at: rfc3339(at),
+        }),
     }))
 }
 
-/// `DELETE /v1/users/{user_ref}`: forgets the token, installation and session.
-/// Idempotent: 204 whether or not the user existed.
+/// `DELETE /v1/users/{user_ref}`: forgets the token, installation and session, and
+/// every consent in progress. Idempotent: 204 whether or not the user existed.
 pub(crate) async fn delete_user(
     State(state): State<Shared>,
     Path(user_ref): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     valid_user_ref(&user_ref)?;
-    if let Ok(mut connected) = state.connected.write() {
-        connected.remove(&user_ref);
-    }
-    // The session manager before the store: `disconnect` waits for a session renewal in
-    // flight for this user and stops any later one, so nothing saves the user's context
-    // back after the store forgot it. Closing the session at bunq (part of it) is
-    // hygiene, not a condition: the session dies on its own, and the gateway no longer
+    let forget_route = || {
+        if let Ok(mut routes) = state.routes.write() {
+            routes.remove(&user_ref);
+        }
+    };
+    forget_route();
+    // The session manager before the store: `disconnect` waits for a session creation
+    // in flight for a credential and stops any later one, so nothing saves a context
+    // back after the store forgot it. Closing the sessions at bunq (part of it) is
+    // hygiene, not a condition: a session dies on its own, and the gateway no longer
     // holds its token either way.
-    if let Err(e) = state
-        .sessions
-        .disconnect(&CredentialId::new(user_ref.as_str()))
-        .await
-    {
-        tracing::info!(user_ref, error = %e, "could not close the session at bunq");
+    let mut credentials: Vec<String> = state
+        .store
+        .pending_consents()
+        .await?
+        .into_iter()
+        .filter(|c| c.user_ref == user_ref)
+        .map(|c| c.credential)
+        .collect();
+    if let Some(user) = state.store.user(&user_ref).await? {
+        credentials.extend(user.credential);
     }
-    state.store.delete_user(&user_ref).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot delete a user");
-        ApiError::internal("cannot delete the user")
-    })?;
+    for credential in credentials {
+        if let Err(e) = state
+            .sessions
+            .disconnect(&CredentialId::new(credential))
+            .await
+        {
+            tracing::info!(user_ref, error = %e, "could not close a session at bunq");
+        }
+    }
+    state.store.delete_user(&user_ref).await?;
+    // A connection that completed while we were closing sessions routed the user again.
+    forget_route();
     tracing::info!(user_ref, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }

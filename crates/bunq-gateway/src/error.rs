@@ -45,6 +45,14 @@ impl From<bunq_store::StoreError> for GatewayError {
     }
 }
 
+/// A database failure while answering: logged in full, answered as a bare 500.
+impl From<bunq_store::StoreError> for ApiError {
+    fn from(e: bunq_store::StoreError) -> Self {
+        tracing::error!(error = %e, "database");
+        ApiError::internal("the gateway's database failed")
+    }
+}
+
 /// A JSON error answer: `{"error": "<code>", "message": "<text>"}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {

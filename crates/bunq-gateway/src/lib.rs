@@ -31,6 +31,7 @@ mod app;
 mod auth;
 pub mod config;
 mod connect;
+mod connector;
 mod error;
 mod metrics;
 mod proxy;
@@ -62,11 +63,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens and checks the database, builds the crates' objects, and forgets the OAuth
-    /// states that expired while the gateway was down.
+    /// Opens and checks the database, builds the crates' objects, forgets the OAuth
+    /// states that expired while the gateway was down, marks the idempotent requests a
+    /// stopped gateway left in flight as of unknown outcome, and resumes connecting the
+    /// consents it left (on the caller's runtime, in the background).
     pub async fn build(config: Config) -> Result<Self, GatewayError> {
         let state = app::build(&config).await?;
         sweep_expired_states(&state).await;
+        let unknown = state.store.recover_idempotency().await?;
+        if unknown > 0 {
+            tracing::warn!(
+                unknown,
+                "requests were in flight when the gateway stopped; a retry with their \
+                 Idempotency-Key resends them with the same request id"
+            );
+        }
+        let resumed = connector::Connector::resume(&state).await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resuming consents that were being connected");
+        }
         Ok(Self { config, state })
     }
 

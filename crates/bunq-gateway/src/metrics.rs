@@ -98,6 +98,7 @@ pub struct Metrics {
     http_latency: Hist,
     bunq_calls: Family<BunqLabels, Counter>,
     bunq_latency: EndpointHist,
+    grants_revoked: Counter,
     endpoints: RwLock<HashSet<Arc<str>>>,
     other_endpoint: Arc<str>,
 }
@@ -131,15 +132,27 @@ impl Metrics {
             bunq_latency.clone(),
         );
         registry.register_collector(Box::new(SessionCreations(Box::new(session_creations))));
+        let grants_revoked = Counter::default();
+        registry.register(
+            "bunq_gateway_grants_revoked",
+            "Users found revoked: bunq refused their access token (access withdrawn in the bunq app).",
+            grants_revoked.clone(),
+        );
         Self {
             registry,
             http_requests,
             http_latency,
             bunq_calls,
             bunq_latency,
+            grants_revoked,
             endpoints: RwLock::new(HashSet::new()),
             other_endpoint: Arc::from("other"),
         }
+    }
+
+    /// Counts one user found revoked.
+    pub fn grant_revoked(&self) {
+        self.grants_revoked.inc();
     }
 
     /// Counts one served HTTP request.

@@ -41,9 +41,8 @@ pub(crate) async fn forward(
     valid_user_ref(&user_ref)?;
     let body = body_or_error(body, state.max_body_bytes)?;
     let path_and_query = upstream_path(&uri)?;
-    ensure_connected(&state, &user_ref).await?;
+    let credential = route(&state, &user_ref).await?;
 
-    let credential = CredentialId::new(user_ref.as_str());
     let endpoint = endpoint_label(&method, &path_and_query);
     let started = Instant::now();
     let result = state
@@ -84,12 +83,23 @@ pub(crate) async fn forward(
             state
                 .metrics
                 .observe_bunq(&endpoint, BunqOutcome::Failed(outcome_word(&e)), took);
-            if matches!(e, SessionError::NotConnected(_)) {
-                // The store no longer knows the user (deleted meanwhile): stop trusting
-                // the cache for it.
-                if let Ok(mut connected) = state.connected.write() {
-                    connected.remove(&user_ref);
+            match &e {
+                // The store no longer knows the credential (the user was deleted, or a
+                // new consent replaced it meanwhile): stop trusting the cache for it.
+                SessionError::NotConnected(_) => forget_route(&state, &user_ref, &credential),
+                SessionError::Revoked { descriptions, .. } => {
+                    return Err(revoked(&state, &user_ref, &credential, descriptions).await);
                 }
+                SessionError::SessionBackoff { retry_after, .. } => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "bunq_unavailable",
+                        "bunq failed to open a session for this user recently; the gateway \
+                         waits before trying again",
+                    )
+                    .with_retry_after(*retry_after));
+                }
+                _ => {}
             }
             Err(session_error(&e))
         }
@@ -188,29 +198,85 @@ fn percent_decode_lower(segment: &str) -> String {
     String::from_utf8_lossy(&out).to_ascii_lowercase()
 }
 
-/// 404 unless the user is connected; the cache spares the database on the hot path.
-async fn ensure_connected(state: &Shared, user_ref: &str) -> Result<(), ApiError> {
+/// The credential of a connected user; the cache spares the database on the hot path.
+/// Any other status answers what the application should do.
+async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId, ApiError> {
     let cached = state
-        .connected
+        .routes
         .read()
-        .map(|c| c.contains(user_ref))
-        .unwrap_or(false);
-    if cached {
-        return Ok(());
+        .ok()
+        .and_then(|routes| routes.get(user_ref).cloned());
+    if let Some(credential) = cached {
+        return Ok(credential);
     }
-    let record = state.store.user(user_ref).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot read a user");
-        ApiError::internal("cannot read the user")
-    })?;
+    let record = state.store.user(user_ref).await?;
     match record {
         Some(r) if r.status == UserStatus::Connected => {
-            if let Ok(mut connected) = state.connected.write() {
-                connected.insert(user_ref.to_owned());
+            let credential = CredentialId::new(r.credential.unwrap_or_else(|| user_ref.to_owned()));
+            if let Ok(mut routes) = state.routes.write() {
+                routes.insert(user_ref.to_owned(), credential.clone());
             }
-            Ok(())
+            Ok(credential)
         }
+        Some(r) if r.status == UserStatus::Revoked => Err(grant_revoked()),
+        Some(r) if r.status == UserStatus::Connecting => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "user_connecting",
+            "the user's consent is being connected (bunq allows one new session per 30 s); \
+             retry shortly, or watch GET /v1/users/{user_ref}",
+        )
+        .with_retry_after(std::time::Duration::from_secs(5))),
+        Some(r) if r.status == UserStatus::Failed => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "grant_failed",
+            "the user's bunq account could not be connected; send them through \
+             POST /v1/authorizations again",
+        )),
         _ => Err(ApiError::unknown_user()),
     }
+}
+
+fn grant_revoked() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "grant_revoked",
+        "the user withdrew access in bunq; send them through POST /v1/authorizations again",
+    )
+}
+
+/// Removes the cached route of `user_ref` if it still is `credential` (a new consent
+/// may have replaced it meanwhile).
+fn forget_route(state: &Shared, user_ref: &str, credential: &CredentialId) {
+    if let Ok(mut routes) = state.routes.write() {
+        if routes.get(user_ref) == Some(credential) {
+            routes.remove(user_ref);
+        }
+    }
+}
+
+/// bunq refused the user's credential: recorded for good (no call for the user reaches
+/// bunq until a new consent), counted, answered 409.
+async fn revoked(
+    state: &Shared,
+    user_ref: &str,
+    credential: &CredentialId,
+    descriptions: &[String],
+) -> ApiError {
+    forget_route(state, user_ref, credential);
+    let reason = format!("bunq refused the access token: {}", descriptions.join(" "));
+    match state
+        .store
+        .mark_revoked(user_ref, credential.as_str(), &reason)
+        .await
+    {
+        Ok(true) => {
+            state.metrics.grant_revoked();
+            tracing::warn!(user_ref, "access withdrawn in bunq; user marked revoked");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot record a revocation"),
+    }
+    grant_revoked()
 }
 
 fn outcome_word(e: &SessionError) -> &'static str {

@@ -52,7 +52,10 @@ async fn connects_a_user_and_proxies_calls_for_them() {
     // Authorization → consent → callback → 302 to return_to.
     let callback = env.connect(&gw, "alice", alice.user_id).await;
     assert_eq!(callback.status(), 302);
-    assert_eq!(callback.headers()["location"], "https://app.example/after");
+    assert_eq!(
+        callback.headers()["location"],
+        "https://app.example/after?status=connected"
+    );
 
     let (status, user) = env.user(&gw, "alice").await;
     assert_eq!(status, 200);

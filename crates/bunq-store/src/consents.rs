@@ -447,6 +447,20 @@ impl Store {
         .await
     }
 
+    /// Deletes the context (and session) stored under `credential`: for a consent that
+    /// connected after its user was deleted, whose rows nothing else owns.
+    pub async fn delete_context(&self, credential: &str) -> Result<(), StoreError> {
+        let credential = credential.to_owned();
+        self.write(move |conn, shared| {
+            let tx = conn.transaction()?;
+            delete_context(&tx, &credential)?;
+            tx.commit()?;
+            shared.evict_keys(&credential);
+            Ok(())
+        })
+        .await
+    }
+
     /// Every connected user and the credential of its connection (what a gateway warms
     /// its routing table with).
     pub async fn connected_credentials(&self) -> Result<Vec<(String, String)>, StoreError> {

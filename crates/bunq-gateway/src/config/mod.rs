@@ -77,6 +77,18 @@ pub struct BunqSettings {
     pub user_agent: String,
     /// Whether to pace calls to stay inside bunq's per-IP rate limits.
     pub rate_limits: bool,
+    /// The window of bunq's session-server limit (one call per window per IP; bunq:
+    /// 30 s). Shorter only against a fake with the same window (tests, benchmarks).
+    pub session_window: Duration,
+    /// The window of bunq's other limits (bunq: 3 s).
+    pub rate_limit_window: Duration,
+    /// The longest a caller waits in the session-server queue before 503
+    /// `session_capacity` with a `Retry-After` from its place in the queue.
+    pub session_wait: Duration,
+    /// `permitted_ips` of `POST /device-server`. Empty (the default) binds each device to
+    /// the IP that registers it, for good; list the egress IPs (and `*` for any) when
+    /// they may change.
+    pub permitted_ips: Vec<String>,
     /// Whether a response whose exact (server key, body, signature) already verified is
     /// accepted on its SHA-256 instead of a second RSA verification (equivalent, as the
     /// verification is deterministic; on by default).
@@ -91,7 +103,12 @@ pub struct OAuthSettings {
     /// The OAuth client's secret.
     pub client_secret: SecretString,
     /// Where bunq sends the end user back; `public_url + /oauth/callback` by default.
-    pub redirect_uri: Url,
+    /// Kept as written (validated as a URL): bunq compares it as a string, and a URL
+    /// type would add a `/` to `https://host`.
+    pub redirect_uri: String,
+    /// How long the callback waits for the consent's connection before answering
+    /// "connecting" (the connection goes on in the background).
+    pub callback_wait: Duration,
     /// How long an issued `state` stays valid.
     pub state_ttl: Duration,
 }
@@ -126,6 +143,8 @@ pub struct HttpSettings {
     pub upstream_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How long an `Idempotency-Key`'s record (and its answer) is kept.
+    pub idempotency_retention: Duration,
     /// How many serving threads, each with its own single-threaded runtime; `None`
     /// (`http.workers = 0`, the default) means one per core.
     pub workers: Option<NonZeroUsize>,
@@ -250,15 +269,31 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             .unwrap_or(concat!("bunq-gateway/", env!("CARGO_PKG_VERSION")))
             .to_owned(),
         rate_limits: src.bool("bunq.rate_limits", true)?,
+        session_window: Duration::from_millis(src.int(
+            "bunq.session_window_ms",
+            30_000,
+            (1, 3_600_000),
+        )?),
+        rate_limit_window: Duration::from_millis(src.int(
+            "bunq.rate_limit_window_ms",
+            3_000,
+            (1, 3_600_000),
+        )?),
+        session_wait: Duration::from_secs(src.int("bunq.session_wait_seconds", 35, (0, 3_600))?),
+        permitted_ips: src.str_list("bunq.permitted_ips")?.unwrap_or_default(),
         verify_cache: src.bool("bunq.verify_cache", true)?,
     };
 
-    let redirect_uri = match src.url("oauth.redirect_uri")? {
-        Some(u) => u,
-        None => {
+    let redirect_uri = match (
+        src.url("oauth.redirect_uri")?,
+        src.str("oauth.redirect_uri")?,
+    ) {
+        (Some(_), Some(written)) => written.to_owned(),
+        _ => {
             let base = public_url.as_str().trim_end_matches('/');
             Url::parse(&format!("{base}/oauth/callback"))
                 .map_err(|e| src.err("public_url", format_args!("cannot append a path: {e}")))?
+                .to_string()
         }
     };
     let oauth = OAuthSettings {
@@ -266,6 +301,11 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         client_secret: SecretString::from(src.required_str("oauth.client_secret")?.to_owned()),
         redirect_uri,
         state_ttl: Duration::from_secs(src.int("oauth.state_ttl_seconds", 600, (1, 86_400))?),
+        callback_wait: Duration::from_millis(src.int(
+            "oauth.callback_wait_ms",
+            3_000,
+            (0, 60_000),
+        )?),
     };
 
     let encryption_key = match (
@@ -342,6 +382,11 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             "http.shutdown_grace_seconds",
             25,
             (0, 3600),
+        )?),
+        idempotency_retention: Duration::from_secs(src.int(
+            "http.idempotency_retention_seconds",
+            86_400,
+            (1, 30 * 86_400),
         )?),
         workers: usize::try_from(src.int("http.workers", 0, (0, 1024))?)
             .ok()

@@ -52,10 +52,15 @@ const KEYS: &[KeySpec] = &[
     sec("bunq", "oauth_token_url", Kind::Str),
     sec("bunq", "user_agent", Kind::Str),
     sec("bunq", "rate_limits", Kind::Bool),
+    sec("bunq", "session_window_ms", Kind::Int),
+    sec("bunq", "rate_limit_window_ms", Kind::Int),
+    sec("bunq", "session_wait_seconds", Kind::Int),
+    sec("bunq", "permitted_ips", Kind::StrList),
     sec("bunq", "verify_cache", Kind::Bool),
     sec("oauth", "client_id", Kind::Str),
     sec("oauth", "client_secret", Kind::Str),
     sec("oauth", "redirect_uri", Kind::Str),
+    sec("oauth", "callback_wait_ms", Kind::Int),
     sec("oauth", "state_ttl_seconds", Kind::Int),
     sec("security", "encryption_key", Kind::Str),
     sec("security", "encryption_key_file", Kind::Str),
@@ -64,6 +69,7 @@ const KEYS: &[KeySpec] = &[
     sec("http", "request_timeout_seconds", Kind::Int),
     sec("http", "upstream_timeout_seconds", Kind::Int),
     sec("http", "shutdown_grace_seconds", Kind::Int),
+    sec("http", "idempotency_retention_seconds", Kind::Int),
     sec("http", "workers", Kind::Int),
 ];
 
