@@ -59,8 +59,8 @@ pub use client::{
 pub use config::{ClientConfig, Environment};
 pub use context::{ApiContext, CredentialId, Device, Installation, Session, UserKind};
 pub use envelope::Pagination;
-pub use error::Error;
+pub use error::{Error, SendFailure, TimeoutKind};
 pub use manager::{SessionManager, SessionManagerConfig};
-pub use rate_limit::RateLimitPolicy;
+pub use rate_limit::{LimitScope, RateLimitPolicy};
 pub use store::{ContextStore, ContextStoreError, MemoryContextStore};
 pub use transport::TransportError;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bunq_session::{
     ApiRequest, BunqClient, ClientConfig, Environment, Error, Installation, RateLimitPolicy,
-    Session, UserKind,
+    SendFailure, Session, TimeoutKind, UserKind,
 };
 use bunq_signing::{PrivateKey, PublicKey, VerificationError};
 use mockito::{Matcher, Request, Server};
@@ -517,12 +517,20 @@ async fn get_from_a_server_that_stops_after(answer: &'static [u8]) -> Error {
 }
 
 #[tokio::test]
-async fn slow_response_is_a_timeout_error() {
+async fn slow_response_is_a_timeout_with_an_unknown_outcome() {
+    // The server read the request before it stalled: bunq may have executed it.
     let err = get_from_a_server_that_stops_after(b"").await;
     assert!(
-        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(300)),
+        matches!(
+            err,
+            Error::OutcomeUnknown {
+                reason: SendFailure::Timeout { kind: TimeoutKind::Total, after },
+                ..
+            } if after == Duration::from_millis(300)
+        ),
         "{err:?}"
     );
+    assert!(err.may_have_reached_bunq());
 }
 
 /// A bunq list of a little over 4 KiB.
@@ -638,13 +646,19 @@ async fn a_body_that_stalls_after_the_headers_is_a_timeout() {
     )
     .await;
     assert!(
-        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(300)),
+        matches!(
+            err,
+            Error::OutcomeUnknown {
+                reason: SendFailure::Timeout { kind: TimeoutKind::Total, after },
+                ..
+            } if after == Duration::from_millis(300)
+        ),
         "{err:?}"
     );
 }
 
 #[tokio::test]
-async fn refused_connection_is_a_transport_error_that_names_the_endpoint_only() {
+async fn refused_connection_was_not_sent_and_names_the_endpoint_only() {
     // A port that was just free: nothing listens on it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -655,7 +669,17 @@ async fn refused_connection_is_a_transport_error_that_names_the_endpoint_only() 
         c.max_retries = 1;
     });
     let err = failed_get(&client, "user/1").await;
-    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotSent {
+                reason: SendFailure::Transport(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_bunq());
     let text = format!("{err} {err:?}");
     assert!(text.contains("GET user/1"), "{text}");
     assert!(
