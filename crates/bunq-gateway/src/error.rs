@@ -204,6 +204,67 @@ mod tests {
         assert_eq!(json["bunq_request_id"], "req-1");
     }
 
+    /// How `proxy::session_error` answers the failures that say whether bunq saw the
+    /// call (their faults are produced for real in bunq-session's tests).
+    #[tokio::test]
+    async fn session_errors_say_whether_bunq_may_have_seen_the_call() {
+        use bunq_session::{Error as SessionError, SendFailure, TimeoutKind};
+        let answer = |e: SessionError| crate::proxy::session_error(&e).into_response();
+        let endpoint = || "POST user/1/x".to_owned();
+
+        let refused = answer(SessionError::NotSent {
+            endpoint: endpoint(),
+            request_id: "r1".into(),
+            reason: SendFailure::DeadlinePassed,
+        });
+        assert_eq!(refused.status(), StatusCode::GATEWAY_TIMEOUT);
+        let connect = answer(SessionError::NotSent {
+            endpoint: endpoint(),
+            request_id: "r1".into(),
+            reason: SendFailure::Timeout {
+                kind: TimeoutKind::Connect,
+                after: Duration::from_secs(10),
+            },
+        });
+        assert_eq!(connect.status(), StatusCode::GATEWAY_TIMEOUT);
+
+        let lost = answer(SessionError::OutcomeUnknown {
+            endpoint: endpoint(),
+            request_id: "pay-1".into(),
+            reason: SendFailure::Timeout {
+                kind: TimeoutKind::Total,
+                after: Duration::from_secs(30),
+            },
+        });
+        assert_eq!(lost.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(lost.headers()["x-bunq-client-request-id"], "pay-1");
+        let body = axum::body::to_bytes(lost.into_body(), 4096)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"], "outcome_unknown");
+        assert_eq!(json["bunq_request_id"], "pay-1");
+        assert!(
+            json["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("may have been executed"))
+        );
+
+        let down = answer(SessionError::Unavailable {
+            status: 491,
+            retry_after: Some(Duration::from_secs(60)),
+            response_id: Some("resp-9".into()),
+        });
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[http::header::RETRY_AFTER], "60");
+        let body = axum::body::to_bytes(down.into_body(), 4096)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"], "bunq_unavailable");
+        assert_eq!(json["bunq_response_id"], "resp-9");
+    }
+
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         let response = ApiError::unavailable("busy")

@@ -65,9 +65,9 @@ pub struct ApiRequest {
     /// included); `None`: a fresh UUID per attempt. bunq refuses an id it has already
     /// seen on this device, which makes resending with the same id a safe way to ask
     /// "did my first attempt arrive?" after [`Error::OutcomeUnknown`]: an error means it
-    /// did. Never reuse an id for a different request. It must be a valid, non-empty
-    /// header value, or the call fails with [`Error::InvalidRequest`] before anything is
-    /// sent.
+    /// did. Never reuse an id for a different request. It must be a non-empty header
+    /// value of visible ASCII, or the call fails with [`Error::InvalidRequest`] before
+    /// anything is sent.
     pub request_id: Option<String>,
     /// When the caller stops waiting. It bounds the waits *before* sending (the rate
     /// limiter, retry back-offs): if it passes first, the call fails with
@@ -683,7 +683,12 @@ fn request_id_value(req: &ApiRequest, id: &str) -> Result<HeaderValue, Error> {
     if id.is_empty() {
         return Err(invalid("is empty"));
     }
-    HeaderValue::from_str(id).map_err(|_| invalid("is not a valid header value"))
+    // `to_str` also refuses the bytes above ASCII that HTTP tolerates as "obs-text":
+    // an id the caller, bunq and any log must all read back alike is visible ASCII.
+    HeaderValue::from_str(id)
+        .ok()
+        .filter(|value| value.to_str().is_ok())
+        .ok_or_else(|| invalid("is not a valid header value (visible ASCII)"))
 }
 
 /// Whether an attempt's outcome means bunq may have received the request.
