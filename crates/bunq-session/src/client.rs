@@ -409,9 +409,12 @@ impl BunqClient {
                 Err(_) => false,
             };
             let delay = self.backoff(attempt);
-            let in_time = req
-                .deadline
-                .is_none_or(|deadline| Instant::now() + delay < deadline);
+            // `checked_add`: a back-off configured absurdly long must not panic.
+            let in_time = req.deadline.is_none_or(|deadline| {
+                Instant::now()
+                    .checked_add(delay)
+                    .is_some_and(|resume| resume < deadline)
+            });
             if worth_retrying && retryable && attempt < cfg.max_retries && in_time {
                 match &outcome {
                     Ok(resp) => {
