@@ -61,6 +61,7 @@ pub(crate) struct ApiError {
     message: Cow<'static, str>,
     retry_after: Option<Duration>,
     bunq_response_id: Option<String>,
+    bunq_request_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -69,6 +70,8 @@ struct ErrorBody<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     bunq_response_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bunq_request_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -83,6 +86,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             bunq_response_id: None,
+            bunq_request_id: None,
         }
     }
 
@@ -93,6 +97,13 @@ impl ApiError {
 
     pub(crate) fn with_response_id(mut self, id: Option<&str>) -> Self {
         self.bunq_response_id = id.map(str::to_owned);
+        self
+    }
+
+    /// The `X-Bunq-Client-Request-Id` of a call whose answer was lost or never came: the
+    /// caller needs it to reconcile with bunq.
+    pub(crate) fn with_request_id(mut self, id: Option<&str>) -> Self {
+        self.bunq_request_id = id.map(str::to_owned);
         self
     }
 
@@ -147,8 +158,19 @@ impl IntoResponse for ApiError {
             error: self.code,
             message: &self.message,
             bunq_response_id: self.bunq_response_id.as_deref(),
+            bunq_request_id: self.bunq_request_id.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(id) = self
+            .bunq_request_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            response.headers_mut().insert(
+                http::HeaderName::from_static("x-bunq-client-request-id"),
+                id,
+            );
+        }
         if let Some(after) = self.retry_after {
             // Round up: "retry after 0 s" would invite an immediate retry.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
@@ -175,6 +197,80 @@ mod tests {
         assert_eq!(json["error"], "unknown_user");
         assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
         assert!(json.get("bunq_response_id").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_request_id_goes_in_the_body_and_the_header() {
+        let response = ApiError::new(StatusCode::BAD_GATEWAY, "outcome_unknown", "lost")
+            .with_request_id(Some("req-1"))
+            .into_response();
+        assert_eq!(response.headers()["x-bunq-client-request-id"], "req-1");
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["bunq_request_id"], "req-1");
+    }
+
+    /// How `proxy::session_error` answers the failures that say whether bunq saw the
+    /// call (their faults are produced for real in bunq-session's tests).
+    #[tokio::test]
+    async fn session_errors_say_whether_bunq_may_have_seen_the_call() {
+        use bunq_session::{Error as SessionError, SendFailure, TimeoutKind};
+        let answer = |e: SessionError| crate::proxy::session_error(&e).into_response();
+        let endpoint = || "POST user/1/x".to_owned();
+
+        let refused = answer(SessionError::NotSent {
+            endpoint: endpoint(),
+            request_id: "r1".into(),
+            reason: SendFailure::DeadlinePassed,
+        });
+        assert_eq!(refused.status(), StatusCode::GATEWAY_TIMEOUT);
+        let connect = answer(SessionError::NotSent {
+            endpoint: endpoint(),
+            request_id: "r1".into(),
+            reason: SendFailure::Timeout {
+                kind: TimeoutKind::Connect,
+                after: Duration::from_secs(10),
+            },
+        });
+        assert_eq!(connect.status(), StatusCode::GATEWAY_TIMEOUT);
+
+        let lost = answer(SessionError::OutcomeUnknown {
+            endpoint: endpoint(),
+            request_id: "pay-1".into(),
+            reason: SendFailure::Timeout {
+                kind: TimeoutKind::Total,
+                after: Duration::from_secs(30),
+            },
+        });
+        assert_eq!(lost.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(lost.headers()["x-bunq-client-request-id"], "pay-1");
+        let body = axum::body::to_bytes(lost.into_body(), 4096)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"], "outcome_unknown");
+        assert_eq!(json["bunq_request_id"], "pay-1");
+        assert!(
+            json["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("may have been executed"))
+        );
+
+        let down = answer(SessionError::Unavailable {
+            status: 491,
+            retry_after: Some(Duration::from_secs(60)),
+            response_id: Some("resp-9".into()),
+        });
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[http::header::RETRY_AFTER], "60");
+        let body = axum::body::to_bytes(down.into_body(), 4096)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"], "bunq_unavailable");
+        assert_eq!(json["bunq_response_id"], "resp-9");
     }
 
     #[test]

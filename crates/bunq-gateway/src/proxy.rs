@@ -285,8 +285,10 @@ fn outcome_word(e: &SessionError) -> &'static str {
         SessionError::SessionCapacity { .. } => "session_capacity",
         SessionError::RateLimited { .. } => "rate_limited",
         SessionError::NotConnected(_) => "not_connected",
-        SessionError::Timeout { .. } => "timeout",
-        SessionError::Transport { .. } => "transport",
+        SessionError::NotSent { reason, .. } if reason.is_timeout() => "timeout",
+        SessionError::NotSent { .. } => "transport",
+        SessionError::OutcomeUnknown { .. } => "outcome_unknown",
+        SessionError::Unavailable { .. } => "unavailable",
         SessionError::Api { .. } => "bunq_error",
         SessionError::UnexpectedResponse { .. } => "unexpected_response",
         _ => "internal",
@@ -318,18 +320,50 @@ pub(crate) fn session_error(e: &SessionError) -> ApiError {
         )
         .with_retry_after(*retry_after),
         SessionError::NotConnected(_) => ApiError::unknown_user(),
-        SessionError::Timeout { .. } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "bunq did not answer in time",
-        ),
-        SessionError::Transport { .. } => {
+        // Nothing was sent in either case: the caller may simply retry.
+        SessionError::NotSent { reason, .. } if reason.is_timeout() => {
+            tracing::warn!(error = %e, "bunq not reached in time");
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "bunq could not be reached in time; nothing was sent",
+            )
+        }
+        SessionError::NotSent { .. } => {
             tracing::warn!(error = %e, "bunq unreachable");
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
-                "bunq could not be reached",
+                "bunq could not be reached; nothing was sent",
             )
+        }
+        // A blind retry of a payment could pay twice: the caller must know.
+        SessionError::OutcomeUnknown { request_id, .. } => {
+            tracing::warn!(error = %e, "bunq's answer was lost");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "outcome_unknown",
+                "the request was sent to bunq but its answer was lost; it may have been \
+                 executed. Reconcile before retrying, or retry with the same Idempotency-Key",
+            )
+            .with_request_id(Some(request_id))
+        }
+        SessionError::Unavailable {
+            status,
+            retry_after,
+            response_id,
+        } => {
+            tracing::warn!(status, "bunq unavailable");
+            let error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bunq_unavailable",
+                format!("bunq is unavailable (status {status}); retry later"),
+            )
+            .with_response_id(response_id.as_deref());
+            match retry_after {
+                Some(after) => error.with_retry_after(*after),
+                None => error,
+            }
         }
         SessionError::Api {
             status,

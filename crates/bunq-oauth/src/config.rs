@@ -105,7 +105,10 @@ pub struct OAuthConfig {
     /// The client's secret, sent only to the token endpoint.
     pub client_secret: SecretString,
     /// Where bunq sends the end user back; must be registered as one of the client's
-    /// callback URLs, and is sent again, identical, in the code exchange.
+    /// callback URLs, and is sent again, identical, in the code exchange. bunq compares it
+    /// as a string, so it is sent byte for byte as given: keep it a `String` end to end
+    /// (a round trip through `url::Url` turns `https://host` into `https://host/`, which
+    /// bunq then refuses as a different URI).
     pub redirect_uri: String,
     /// The environment.
     pub endpoints: OAuthEndpoints,
@@ -175,6 +178,7 @@ impl OAuthConfig {
         if token.scheme() != "https" && !is_loopback(&token) {
             return Err("token_url must be https (plain http only on loopback)".to_owned());
         }
+        // Parsed only to check it; what is sent is the string itself.
         url::Url::parse(&self.redirect_uri)
             .map_err(|e| format!("redirect_uri is not a URL: {e}"))?;
         if self.client_id.as_str().is_empty() {
@@ -289,6 +293,22 @@ mod tests {
         assert!(url.starts_with("https://proxy.example/auth?tenant=x&response_type=code&"));
         let url = authorization_url(&config("https://proxy.example/auth?"), &State::new("s"));
         assert!(url.starts_with("https://proxy.example/auth?response_type=code&"));
+    }
+
+    #[test]
+    fn a_redirect_uri_without_a_path_goes_out_without_a_slash_added() {
+        let c = OAuthConfig::new(
+            "c",
+            "secret",
+            "https://app.example",
+            OAuthEndpoints::custom("https://oauth.example/auth", "https://token.example/t"),
+        );
+        assert!(c.validate().is_ok());
+        let url = authorization_url(&c, &State::new("s"));
+        assert!(
+            url.contains("&redirect_uri=https%3A%2F%2Fapp.example&state=s"),
+            "{url}"
+        );
     }
 
     #[test]

@@ -244,3 +244,33 @@ async fn transport_error_does_not_reveal_url_secrets() {
     assert!(!text.contains("client-secret"), "{text}");
     assert!(!text.contains("code%2F"), "{text}");
 }
+
+/// bunq compares `redirect_uri` as a string: `https://app.example` must not become
+/// `https://app.example/` on the way to the token endpoint, in either style.
+#[tokio::test]
+async fn a_redirect_uri_without_a_path_is_sent_byte_for_byte() {
+    let exact = "grant_type=authorization_code&code=code%2Fwith%2Bodd%20chars\
+        &redirect_uri=https%3A%2F%2Fapp.example&client_id=client-id-1\
+        &client_secret=client-secret-Zk9%21";
+    for style in [TokenRequestStyle::Query, TokenRequestStyle::Form] {
+        let mut server = mockito::Server::new_async().await;
+        let (query, body) = match style {
+            TokenRequestStyle::Query => (exact.to_owned(), String::new()),
+            _ => (String::new(), exact.to_owned()),
+        };
+        let mock = server
+            .mock("POST", "/v1/token")
+            .match_query(Matcher::Exact(query))
+            .match_body(Matcher::Exact(body))
+            .with_status(200)
+            .with_body(r#"{"access_token":"tok","token_type":"bearer"}"#)
+            .expect(1)
+            .create_async()
+            .await;
+        let mut config =
+            config(&format!("{}/v1/token", server.url())).with_token_request_style(style);
+        config.redirect_uri = "https://app.example".to_owned();
+        exchange(&config).await.unwrap();
+        mock.assert_async().await;
+    }
+}

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bunq_signing::{SERVER_SIGNATURE_HEADER, VerificationError};
 use bytes::Bytes;
@@ -16,13 +16,15 @@ use secrecy::ExposeSecret as _;
 use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, Page};
+use crate::error::SendFailure;
 use crate::error::is_dead_session;
-use crate::rate_limit::{Limiter, SessionPacer};
+use crate::rate_limit::{Limiter, Refusal, SessionPacer};
 use crate::transport::{Failure, Transport};
 use crate::verify_cache::VerifiedCache;
 use crate::{ClientConfig, Error, Installation, Session};
 
-/// `X-Bunq-Client-Request-Id`: a fresh UUID per request.
+/// `X-Bunq-Client-Request-Id`: the caller's [`ApiRequest::request_id`], else a fresh
+/// UUID per attempt.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-bunq-client-request-id");
 /// `X-Bunq-Client-Authentication`: the installation or session token.
 pub const AUTHENTICATION_HEADER: HeaderName =
@@ -36,6 +38,9 @@ const REGION_HEADER: HeaderName = HeaderName::from_static("x-bunq-region");
 const GEOLOCATION_HEADER: HeaderName = HeaderName::from_static("x-bunq-geolocation");
 /// How long an unused pooled connection to bunq stays open.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The longest `Retry-After` taken from an unsigned answer: the header is not covered
+/// by any signature, and a bound keeps a garbled one from sending callers away for days.
+const MAX_UNSIGNED_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// One call to bunq's API, relative to the API base.
 #[derive(Clone)]
@@ -56,6 +61,21 @@ pub struct ApiRequest {
     /// language, ...); the bunq headers the client sets (request id, authentication,
     /// signature) replace them.
     pub extra_headers: HeaderMap,
+    /// The `X-Bunq-Client-Request-Id` to send, on every attempt of this request (retries
+    /// included); `None`: a fresh UUID per attempt. bunq refuses an id it has already
+    /// seen on this device, which makes resending with the same id a safe way to ask
+    /// "did my first attempt arrive?" after [`Error::OutcomeUnknown`]: an error means it
+    /// did. Never reuse an id for a different request. It must be a non-empty header
+    /// value of visible ASCII, or the call fails with [`Error::InvalidRequest`] before
+    /// anything is sent.
+    pub request_id: Option<String>,
+    /// When the caller stops waiting. It bounds the waits *before* sending (the rate
+    /// limiter, retry back-offs): if it passes first, the call fails with
+    /// [`Error::NotSent`] and [`SendFailure::DeadlinePassed`]. A request already written
+    /// is never abandoned because of it (only the client's own
+    /// [`request_timeout`](crate::ClientConfig::request_timeout) ends an exchange), so
+    /// that a caller giving up does not turn a sent call into a lost answer.
+    pub deadline: Option<Instant>,
 }
 
 impl fmt::Debug for ApiRequest {
@@ -66,6 +86,8 @@ impl fmt::Debug for ApiRequest {
             .field("path_and_query", &self.path_and_query)
             .field("body_len", &self.body.len())
             .field("idempotent_retry", &self.idempotent_retry)
+            .field("request_id", &self.request_id)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +101,8 @@ impl ApiRequest {
             body: body.into(),
             idempotent_retry: false,
             extra_headers: HeaderMap::new(),
+            request_id: None,
+            deadline: None,
         }
     }
 
@@ -108,6 +132,19 @@ impl ApiRequest {
         self
     }
 
+    /// Sends `id` as `X-Bunq-Client-Request-Id` on every attempt (see
+    /// [`request_id`](Self::request_id)).
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// Bounds the waits before sending (see [`deadline`](Self::deadline)).
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// Whether we may send this request again: GET and HEAD always, PUT and DELETE when
     /// the caller said so, POST (a payment) never.
     pub fn is_retryable(&self) -> bool {
@@ -130,8 +167,10 @@ impl ApiRequest {
 }
 
 /// A response whose signature has been verified (or the installation response, which
-/// bunq does not sign). Any status comes back as a `RawResponse`; use
-/// [`into_result`](Self::into_result) to turn a non-2xx into [`Error::Api`].
+/// bunq does not sign). Any signed status comes back as a `RawResponse`; use
+/// [`into_result`](Self::into_result) to turn a non-2xx into [`Error::Api`]. Unsigned
+/// answers never do: bunq's unsigned 429, 491 and 5xx become [`Error::RateLimited`] and
+/// [`Error::Unavailable`], anything else unsigned [`Error::SignatureInvalid`].
 #[derive(Clone)]
 pub struct RawResponse {
     /// The HTTP status.
@@ -142,6 +181,8 @@ pub struct RawResponse {
     pub body: Bytes,
     /// `X-Bunq-Client-Response-Id`.
     pub response_id: Option<String>,
+    /// The `X-Bunq-Client-Request-Id` sent on the attempt that got this answer.
+    pub request_id: String,
 }
 
 impl fmt::Debug for RawResponse {
@@ -151,6 +192,7 @@ impl fmt::Debug for RawResponse {
             .field("status", &self.status)
             .field("body_len", &self.body.len())
             .field("response_id", &self.response_id)
+            .field("request_id", &self.request_id)
             .finish_non_exhaustive()
     }
 }
@@ -321,6 +363,12 @@ impl BunqClient {
     }
 
     /// [`request`](Self::request) by reference, for callers that may resend.
+    ///
+    /// Retries (idempotent requests only) follow 429, 502–504, and failures whether
+    /// sent or not; none starts after the caller's deadline. When the last attempt was
+    /// not even sent (or our own limiter refused it) but an earlier one may have reached
+    /// bunq, the earlier outcome is returned: "not sent" would claim that resending
+    /// cannot execute the request twice, which the earlier attempt makes untrue.
     pub(crate) async fn send(
         &self,
         auth: Auth<'_>,
@@ -332,40 +380,113 @@ impl BunqClient {
             self.inner.api_base,
             req.path_and_query.trim_start_matches('/')
         );
+        // The caller's id is checked once, before anything is sent.
+        let callers_id = match &req.request_id {
+            Some(id) => Some((id.as_str(), request_id_value(req, id)?)),
+            None => None,
+        };
         let retryable = req.is_retryable();
         let mut attempt = 0;
+        let mut reached: Option<Result<RawResponse, Error>> = None;
         loop {
-            let permit = self.inner.limiter.acquire(&req.method, req.path()).await?;
-            let outcome = self.exchange(auth, req, &url).await;
-            drop(permit);
-            let can_retry = retryable && attempt < cfg.max_retries;
-            match outcome {
-                Ok(resp) if resp.status == 429 => {
-                    let delay = self.backoff(attempt);
-                    if !can_retry {
-                        // bunq sends no Retry-After; a full window is when the limit
-                        // has certainly reset.
-                        return Err(Error::RateLimited {
-                            retry_after: delay.max(cfg.rate_limits.window),
-                        });
+            let mut id_buf = uuid::Uuid::encode_buffer();
+            let (request_id, id_value) = match &callers_id {
+                Some((id, value)) => (*id, value.clone()),
+                None => {
+                    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+                    let value =
+                        HeaderValue::from_str(id).map_err(|e| Error::Config(e.to_string()))?;
+                    (&*id, value)
+                }
+            };
+            let outcome = self.attempt(auth, req, &url, request_id, id_value).await;
+            let worth_retrying = match &outcome {
+                Ok(resp) => resp.status == 429 || matches!(resp.status, 502..=504),
+                Err(Error::NotSent { reason, .. }) => {
+                    !matches!(reason, SendFailure::DeadlinePassed)
+                }
+                Err(Error::OutcomeUnknown { .. }) => true,
+                Err(_) => false,
+            };
+            let delay = self.backoff(attempt);
+            // `checked_add`: a back-off configured absurdly long must not panic.
+            let in_time = req.deadline.is_none_or(|deadline| {
+                Instant::now()
+                    .checked_add(delay)
+                    .is_some_and(|resume| resume < deadline)
+            });
+            if worth_retrying && retryable && attempt < cfg.max_retries && in_time {
+                match &outcome {
+                    Ok(resp) => {
+                        tracing::debug!(endpoint = %req.endpoint(), status = resp.status, attempt, ?delay, "retrying");
                     }
-                    tracing::debug!(endpoint = %req.endpoint(), attempt, ?delay, "429; backing off");
-                    tokio::time::sleep(delay).await;
+                    Err(e) => {
+                        tracing::debug!(endpoint = %req.endpoint(), error = %e, attempt, ?delay, "retrying");
+                    }
                 }
-                Ok(resp) if can_retry && matches!(resp.status, 502..=504) => {
-                    let delay = self.backoff(attempt);
-                    tracing::debug!(endpoint = %req.endpoint(), status = resp.status, attempt, "retrying");
-                    tokio::time::sleep(delay).await;
+                if may_have_reached_bunq(&outcome) {
+                    reached = Some(outcome);
                 }
-                Ok(resp) => return self.verify(auth, req, resp),
-                Err(Error::Transport { endpoint, source }) if can_retry => {
-                    tracing::debug!(%endpoint, error = %source, attempt, "transport error; retrying");
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+                continue;
             }
-            attempt += 1;
+            let outcome = match (outcome, reached) {
+                (Err(e), Some(earlier)) if !e.may_have_reached_bunq() => earlier,
+                (outcome, _) => outcome,
+            };
+            return match outcome {
+                // bunq sends no Retry-After; a full window is when the limit has
+                // certainly reset.
+                Ok(resp) if resp.status == 429 => Err(Error::RateLimited {
+                    retry_after: delay.max(cfg.rate_limits.window),
+                }),
+                Ok(resp) => self.verify(auth, req, resp),
+                Err(e) => Err(e),
+            };
         }
+    }
+
+    /// One attempt: a slot of the rate limiter (waiting at most until the caller's
+    /// deadline), then the exchange, which the deadline no longer cuts short.
+    async fn attempt(
+        &self,
+        auth: Auth<'_>,
+        req: &ApiRequest,
+        url: &str,
+        request_id: &str,
+        id_value: HeaderValue,
+    ) -> Result<RawResponse, Error> {
+        let deadline_passed = || Error::NotSent {
+            endpoint: req.endpoint(),
+            request_id: request_id.to_owned(),
+            reason: SendFailure::DeadlinePassed,
+        };
+        let passed = || req.deadline.is_some_and(|d| Instant::now() >= d);
+        if passed() {
+            return Err(deadline_passed());
+        }
+        let permit = match self
+            .inner
+            .limiter
+            .acquire(&req.method, req.path(), req.deadline)
+            .await
+        {
+            Ok(permit) => permit,
+            Err(Refusal::RateLimited { retry_after }) => {
+                return Err(Error::RateLimited { retry_after });
+            }
+            Err(Refusal::DeadlinePassed) => return Err(deadline_passed()),
+            Err(Refusal::Poisoned) => {
+                return Err(Error::Config("rate limiter lock poisoned".into()));
+            }
+        };
+        if passed() {
+            return Err(deadline_passed());
+        }
+        let outcome = self.exchange(auth, req, url, request_id, id_value).await;
+        drop(permit);
+        outcome
     }
 
     /// Exponential back-off with full jitter on top: `base·2^attempt + U(0, base·2^attempt)`.
@@ -385,6 +506,8 @@ impl BunqClient {
         auth: Auth<'_>,
         req: &ApiRequest,
         url: &str,
+        request_id: &str,
+        id_value: HeaderValue,
     ) -> Result<RawResponse, Error> {
         // The caller's extra headers replace the defaults of the same name; the bunq
         // headers below replace both.
@@ -395,12 +518,7 @@ impl BunqClient {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let mut id_buf = uuid::Uuid::encode_buffer();
-        let request_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
-        headers.insert(
-            REQUEST_ID_HEADER,
-            HeaderValue::from_str(request_id).map_err(|e| Error::Config(e.to_string()))?,
-        );
+        headers.insert(REQUEST_ID_HEADER, id_value);
         let signer = match auth {
             Auth::None => None,
             Auth::Installation(inst) => Some((inst, inst.token.expose_secret())),
@@ -432,9 +550,15 @@ impl BunqClient {
             )
             .await
             .map_err(|failure| match failure {
-                Failure::TimedOut(after) => Error::Timeout {
+                Failure::NotSent(reason) => Error::NotSent {
                     endpoint: req.endpoint(),
-                    after,
+                    request_id: request_id.to_owned(),
+                    reason,
+                },
+                Failure::Lost(reason) => Error::OutcomeUnknown {
+                    endpoint: req.endpoint(),
+                    request_id: request_id.to_owned(),
+                    reason,
                 },
                 Failure::TooLarge => Error::unexpected(
                     req.endpoint(),
@@ -443,10 +567,6 @@ impl BunqClient {
                 Failure::InvalidUri(e) => Error::InvalidRequest {
                     endpoint: req.endpoint(),
                     detail: e.to_string(),
-                },
-                Failure::Transport(source) => Error::Transport {
-                    endpoint: req.endpoint(),
-                    source,
                 },
             })?;
         let response_id = answer
@@ -459,11 +579,18 @@ impl BunqClient {
             headers: answer.headers,
             body: answer.body,
             response_id,
+            request_id: request_id.to_owned(),
         })
     }
 
     /// Checks `X-Bunq-Server-Signature` with the installation's server key; on failure
     /// the response (and its body) is dropped.
+    ///
+    /// bunq signs its answers but not its outages: an error status *without* any
+    /// signature header is 429 ([`Error::RateLimited`]) or, for 491 (maintenance) and
+    /// 5xx, [`Error::Unavailable`]. A success without a valid signature, a signature
+    /// that is present but wrong, and any other unsigned answer are
+    /// [`Error::SignatureInvalid`]: a forgery cannot pass itself off as data.
     fn verify(
         &self,
         auth: Auth<'_>,
@@ -471,9 +598,21 @@ impl BunqClient {
         resp: RawResponse,
     ) -> Result<RawResponse, Error> {
         let installation = match auth {
-            Auth::None => return Ok(resp),
+            // Nothing to verify with yet; an outage is still an outage.
+            Auth::None => {
+                return match self.unsigned_refusal(&resp) {
+                    Some(e @ Error::Unavailable { .. }) => Err(e),
+                    _ => Ok(resp),
+                };
+            }
             Auth::Installation(inst) | Auth::Session(inst, _) => inst,
         };
+        if !resp.is_success() && !resp.headers.contains_key(SERVER_SIGNATURE_HEADER) {
+            if let Some(refusal) = self.unsigned_refusal(&resp) {
+                tracing::debug!(endpoint = %req.endpoint(), status = resp.status, "unsigned answer from bunq");
+                return Err(refusal);
+            }
+        }
         let signature = resp
             .headers
             .get(SERVER_SIGNATURE_HEADER)
@@ -513,5 +652,53 @@ impl BunqClient {
                 })
             }
         }
+    }
+
+    /// What an error answer means when bunq did not sign it (see [`verify`](Self::verify)):
+    /// `None` for statuses that bunq always signs.
+    fn unsigned_refusal(&self, resp: &RawResponse) -> Option<Error> {
+        let retry_after = resp
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| Duration::from_secs(secs).min(MAX_UNSIGNED_RETRY_AFTER));
+        match resp.status {
+            429 => Some(Error::RateLimited {
+                retry_after: retry_after.unwrap_or(self.inner.config.rate_limits.window),
+            }),
+            491 | 500..=599 => Some(Error::Unavailable {
+                status: resp.status,
+                retry_after,
+                response_id: resp.response_id.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The caller's request id as a header value, or [`Error::InvalidRequest`].
+fn request_id_value(req: &ApiRequest, id: &str) -> Result<HeaderValue, Error> {
+    let invalid = |detail: &str| Error::InvalidRequest {
+        endpoint: req.endpoint(),
+        detail: format!("request id {detail}"),
+    };
+    if id.is_empty() {
+        return Err(invalid("is empty"));
+    }
+    // `to_str` also refuses the bytes above ASCII that HTTP tolerates as "obs-text":
+    // an id the caller, bunq and any log must all read back alike is visible ASCII.
+    HeaderValue::from_str(id)
+        .ok()
+        .filter(|value| value.to_str().is_ok())
+        .ok_or_else(|| invalid("is not a valid header value (visible ASCII)"))
+}
+
+/// Whether an attempt's outcome means bunq may have received the request.
+fn may_have_reached_bunq(outcome: &Result<RawResponse, Error>) -> bool {
+    match outcome {
+        // A 429 is bunq refusing the request unexecuted.
+        Ok(resp) => resp.status != 429,
+        Err(e) => e.may_have_reached_bunq(),
     }
 }

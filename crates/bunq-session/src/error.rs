@@ -21,15 +21,34 @@ pub enum Error {
     /// The configuration cannot work (a malformed API base or header value, ...).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The request did not complete: connection refused or reset, TLS, DNS, a body
-    /// that could not be read.
-    #[error("transport error on {endpoint}: {source}")]
-    Transport {
+    /// Nothing of the request reached the wire (connection refused, DNS, TLS handshake,
+    /// connect timeout, or the caller's deadline passed before sending): sending it again
+    /// cannot execute it twice.
+    #[error("{endpoint} was not sent (request id {request_id}): {reason}")]
+    NotSent {
         /// `METHOD path` of the call (path without query string).
         endpoint: String,
-        /// The HTTP engine's error.
+        /// The `X-Bunq-Client-Request-Id` the attempt would have carried.
+        request_id: String,
+        /// Why it was not sent.
         #[source]
-        source: TransportError,
+        reason: SendFailure,
+    },
+    /// The request was written (or may have been), but no whole answer came back
+    /// (connection cut, reset, total timeout, a broken body): bunq may have executed it.
+    /// Reconcile, or resend with the same request id (bunq refuses an id it has already
+    /// seen on this device, so an error then means the first attempt arrived).
+    #[error(
+        "{endpoint}: no whole answer, bunq may have executed it (request id {request_id}): {reason}"
+    )]
+    OutcomeUnknown {
+        /// `METHOD path` of the call (path without query string).
+        endpoint: String,
+        /// The `X-Bunq-Client-Request-Id` of the attempt whose answer was lost.
+        request_id: String,
+        /// How the answer was lost.
+        #[source]
+        reason: SendFailure,
     },
     /// The request cannot be sent as given (its path and query are not a valid URI).
     #[error("invalid request {endpoint}: {detail}")]
@@ -38,14 +57,6 @@ pub enum Error {
         endpoint: String,
         /// What is wrong with it.
         detail: String,
-    },
-    /// The call took longer than the configured request timeout.
-    #[error("{endpoint} timed out after {after:?}")]
-    Timeout {
-        /// `METHOD path` of the call.
-        endpoint: String,
-        /// The timeout that elapsed.
-        after: Duration,
     },
     /// bunq answered with a non-2xx status.
     #[error("bunq answered {status}: {} (response id {})", descriptions.join(" "), response_id.as_deref().unwrap_or("none"))]
@@ -71,6 +82,18 @@ pub enum Error {
     SessionCapacity {
         /// When the queue is expected to have room for this caller.
         retry_after: Duration,
+    },
+    /// bunq answered 491 (maintenance) or 5xx without a signature: an unavailability, not
+    /// a forgery (bunq signs successes; its front ends answer outages unsigned). The body
+    /// was dropped unread.
+    #[error("bunq is unavailable (status {status}, response id {})", response_id.as_deref().unwrap_or("none"))]
+    Unavailable {
+        /// The HTTP status (491 or 5xx).
+        status: u16,
+        /// The answer's `Retry-After`, when it gave one in seconds.
+        retry_after: Option<Duration>,
+        /// `X-Bunq-Client-Response-Id`, if present.
+        response_id: Option<String>,
     },
     /// A response's `X-Bunq-Server-Signature` was missing or wrong. The body was dropped
     /// unread: it may not come from bunq.
@@ -154,12 +177,14 @@ impl Error {
     }
 
     /// When the caller may retry, for the errors that say so (rate limits, session
-    /// capacity): what a gateway sends as `Retry-After`.
+    /// capacity, an unavailability that sent `Retry-After`): what a gateway sends as
+    /// `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after }
             | Error::SessionCapacity { retry_after }
             | Error::SessionBackoff { retry_after, .. } => Some(*retry_after),
+            Error::Unavailable { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -167,10 +192,51 @@ impl Error {
     /// `X-Bunq-Client-Response-Id` of the response behind this error, if any.
     pub fn response_id(&self) -> Option<&str> {
         match self {
-            Error::Api { response_id, .. } | Error::SignatureInvalid { response_id, .. } => {
-                response_id.as_deref()
+            Error::Api { response_id, .. }
+            | Error::SignatureInvalid { response_id, .. }
+            | Error::Unavailable { response_id, .. } => response_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `X-Bunq-Client-Request-Id` of the attempt behind a [`NotSent`](Error::NotSent)
+    /// or [`OutcomeUnknown`](Error::OutcomeUnknown): the id to resend with, or to
+    /// reconcile by.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::NotSent { request_id, .. } | Error::OutcomeUnknown { request_id, .. } => {
+                Some(request_id)
             }
             _ => None,
+        }
+    }
+
+    /// Whether bunq may have received (and executed) the request behind this error.
+    /// `false` means certainly not: resending cannot execute it twice. `true` for a lost
+    /// answer ([`OutcomeUnknown`](Error::OutcomeUnknown)) and for every answer that came
+    /// back ([`Api`](Error::Api), [`Unavailable`](Error::Unavailable),
+    /// [`SignatureInvalid`](Error::SignatureInvalid),
+    /// [`UnexpectedResponse`](Error::UnexpectedResponse)): something answered, so the
+    /// request arrived somewhere.
+    pub fn may_have_reached_bunq(&self) -> bool {
+        match self {
+            Error::OutcomeUnknown { .. }
+            | Error::Api { .. }
+            | Error::Unavailable { .. }
+            | Error::SignatureInvalid { .. }
+            | Error::UnexpectedResponse { .. } => true,
+            // bunq's 429 refused the call unexecuted, and our own limiter never sent it.
+            Error::NotSent { .. }
+            | Error::RateLimited { .. }
+            | Error::SessionCapacity { .. }
+            | Error::NotConnected(_)
+            | Error::InvalidRequest { .. }
+            | Error::Config(_)
+            | Error::Store(_)
+            | Error::Key(_)
+            // The manager refused to send: no session could be had for the credential.
+            | Error::Revoked { .. }
+            | Error::SessionBackoff { .. } => false,
         }
     }
 
@@ -201,6 +267,50 @@ pub(crate) fn is_credential_refusal(error: &Error) -> bool {
             .any(|d| CREDENTIAL_REFUSED.iter().any(|w| d.contains(w))),
         _ => false,
     }
+}
+
+/// Why a request got no answer: the cause inside [`Error::NotSent`] and
+/// [`Error::OutcomeUnknown`] (which of the two says whether bunq may have seen it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// The HTTP engine failed: connection refused or reset, DNS, TLS, a broken body.
+    #[error("{0}")]
+    Transport(#[source] TransportError),
+    /// A timeout of the client's configuration elapsed.
+    #[error("{} after {after:?}", match kind { TimeoutKind::Connect => "no connection", TimeoutKind::Total => "no whole answer" })]
+    Timeout {
+        /// Which timeout: connect ([`ClientConfig::connect_timeout`](crate::ClientConfig::connect_timeout))
+        /// or total ([`ClientConfig::request_timeout`](crate::ClientConfig::request_timeout)).
+        kind: TimeoutKind,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The caller's [`ApiRequest::deadline`](crate::ApiRequest::deadline) passed, or
+    /// could not be met, before the request could be sent (waiting for the rate limiter
+    /// or for a retry's back-off).
+    #[error("the caller's deadline passed before the request could be sent")]
+    DeadlinePassed,
+}
+
+impl SendFailure {
+    /// Whether this is a timeout (of the client's or the caller's deadline).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            SendFailure::Timeout { .. } | SendFailure::DeadlinePassed
+        )
+    }
+}
+
+/// Which of the client's timeouts elapsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// No connection within the connect timeout: nothing was sent.
+    Connect,
+    /// No whole answer within the request timeout.
+    Total,
 }
 
 /// 401/403 with one of bunq's dead-session wordings.

@@ -1,7 +1,7 @@
 //! The installation → device-server → session-server lifecycle, and closing a session.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bunq_signing::{PrivateKey, ServerPublicKey};
 use http::Method;
@@ -130,11 +130,26 @@ impl BunqClient {
         secret: &SecretString,
         max_wait: Duration,
     ) -> Result<Session, Error> {
+        let deadline = crate::rate_limit::after(Instant::now(), max_wait);
+        self.session_server_until(installation, secret, deadline)
+            .await
+    }
+
+    /// [`session_server`](Self::session_server) that waits for its turn at the pacer (and
+    /// the rate limiter) at most until `deadline`: a caller whose turn would come later
+    /// gets [`Error::SessionCapacity`] with an estimate of when it would have come. Once
+    /// sent, the call is not cut short by the deadline.
+    pub async fn session_server_until(
+        &self,
+        installation: &Installation,
+        secret: &SecretString,
+        deadline: Instant,
+    ) -> Result<Session, Error> {
         let body = serde_json::json!({ "secret": secret.expose_secret() });
-        let req = ApiRequest::post_json("session-server", &body);
+        let req = ApiRequest::post_json("session-server", &body).with_deadline(deadline);
         self.inner
             .pacer
-            .run(max_wait, async {
+            .run(deadline, async {
                 // bunq starts the session's clock when it answers; taking the time
                 // before sending errs on the early side.
                 let started = SystemTime::now();

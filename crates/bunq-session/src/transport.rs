@@ -26,14 +26,16 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector, capture_connection};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::error::{SendFailure, TimeoutKind};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The HTTP engine's error behind [`crate::Error::Transport`]. It displays its whole
+/// The HTTP engine's error behind [`SendFailure::Transport`]. It displays its whole
 /// chain of causes on one line ("client error (Connect): tcp connect error: Connection
 /// refused ..."), since the engine's own top message rarely says what happened.
 #[derive(Debug)]
@@ -58,13 +60,14 @@ impl std::error::Error for TransportError {}
 pub(crate) enum Failure {
     /// The request could not be built (the path is not a valid URI).
     InvalidUri(http::Error),
-    /// No answer, or no whole body, within the total timeout, or no connection within
-    /// the connect timeout: the timeout that elapsed.
-    TimedOut(Duration),
     /// The body announced or turned out to be larger than the limit.
     TooLarge,
-    /// Connection refused or reset, TLS, DNS, a broken body.
-    Transport(TransportError),
+    /// Nothing of the request was written: no connection was obtained for it (refused,
+    /// DNS, TLS handshake, proxy tunnel, connect timeout, or the total timeout elapsed
+    /// while still connecting).
+    NotSent(SendFailure),
+    /// The request was (or may have been) written, but no whole answer came back.
+    Lost(SendFailure),
 }
 
 /// One response, its body read whole.
@@ -72,6 +75,16 @@ pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body is not verified yet and may hold tokens: its size is enough.
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 type PooledClient = Client<HttpsConnector<Dialer>, Full<Bytes>>;
@@ -201,12 +214,15 @@ impl Transport {
             .body(Full::new(body))
             .map_err(Failure::InvalidUri)?;
         *request.headers_mut() = headers;
+        // hyper fills this in once it has a connection for the request, just before it
+        // writes the request to it: as long as it is empty, nothing can have been sent.
+        let connection = capture_connection(&mut request);
         let exchange = async {
             let response = self
                 .client()
                 .request(request)
                 .await
-                .map_err(|e| self.failure(e.into()))?;
+                .map_err(|e| self.request_failure(e, &connection))?;
             let (parts, body) = response.into_parts();
             let announced = parts
                 .headers
@@ -223,7 +239,8 @@ impl Transport {
                     if e.is::<http_body_util::LengthLimitError>() {
                         Failure::TooLarge
                     } else {
-                        self.failure(e)
+                        // The answer had begun: the request was certainly sent.
+                        Failure::Lost(SendFailure::Transport(TransportError(e)))
                     }
                 })?
                 .to_bytes();
@@ -233,24 +250,66 @@ impl Transport {
                 body,
             })
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(Failure::TimedOut(timeout)))
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let reason = SendFailure::Timeout {
+                    kind: TimeoutKind::Total,
+                    after: timeout,
+                };
+                if has_connection(&connection) {
+                    Err(Failure::Lost(reason))
+                } else {
+                    Err(Failure::NotSent(reason))
+                }
+            }
+        }
     }
 
-    /// A connect timeout is a timeout; anything else is the transport's.
-    fn failure(&self, error: BoxError) -> Failure {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-        while let Some(e) = cause {
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            {
-                return Failure::TimedOut(self.connect_timeout);
-            }
-            cause = e.source();
+    /// Sorts a failure of hyper's client by whether any of the request can have been
+    /// written. Only hyper's connect errors and failures before the request had a
+    /// connection are `NotSent`; anything later may have reached bunq, including
+    /// failures hyper reports as "canceled" on a fresh connection (it cannot be told
+    /// from outside whether the request was written before the connection closed).
+    fn request_failure(
+        &self,
+        error: hyper_util::client::legacy::Error,
+        connection: &CaptureConnection,
+    ) -> Failure {
+        let before_sending = error.is_connect() || !has_connection(connection);
+        if error.is_connect() && caused_by_timeout(&error) {
+            return Failure::NotSent(SendFailure::Timeout {
+                kind: TimeoutKind::Connect,
+                after: self.connect_timeout,
+            });
         }
-        Failure::Transport(TransportError(error))
+        let reason = SendFailure::Transport(TransportError(Box::new(error)));
+        if before_sending {
+            Failure::NotSent(reason)
+        } else {
+            Failure::Lost(reason)
+        }
     }
+}
+
+/// Whether hyper had obtained a connection for the request.
+fn has_connection(connection: &CaptureConnection) -> bool {
+    connection.connection_metadata().is_some()
+}
+
+/// Whether an I/O timeout is in `error`'s chain of causes (the connector's connect
+/// timeout surfaces as one).
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -314,7 +373,11 @@ mod tests {
         let (proxy, head) = one_shot_proxy().await;
         let via_proxy = transport(Matcher::builder().https(proxy).build());
         let outcome = get_url(&via_proxy, "https://api.bunq.example/v1/user").await;
-        assert!(matches!(outcome, Err(Failure::Transport(_))));
+        // The tunnel and the TLS handshake are the connector's: nothing was sent.
+        assert!(
+            matches!(outcome, Err(Failure::NotSent(SendFailure::Transport(_)))),
+            "{outcome:?}"
+        );
         let head = head.await.expect("proxy");
         assert!(
             head.starts_with("CONNECT api.bunq.example:443 HTTP/1.1\r\n"),
@@ -359,11 +422,126 @@ mod tests {
             hello
         });
         let outcome = get_url(&transport(no_proxy()), &format!("https://{addr}/v1/user")).await;
-        assert!(matches!(outcome, Err(Failure::Transport(_))));
+        assert!(
+            matches!(outcome, Err(Failure::NotSent(SendFailure::Transport(_)))),
+            "{outcome:?}"
+        );
         let hello = server.await.expect("server");
         assert_eq!(
             hello[0], 0x16,
             "a TLS handshake record opened the connection"
+        );
+    }
+
+    /// A server that reads one request, writes `answer` and closes the connection (or,
+    /// with `hold`, keeps it open without a word more).
+    async fn answering_then(answer: &'static [u8], hold: bool) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(answer).await;
+                if hold {
+                    held.push(socket);
+                }
+            }
+        });
+        addr
+    }
+
+    /// A GET of `addr` with a 300 ms total timeout.
+    async fn get_within_300ms(transport: &Transport, url: &str) -> Result<Answer, Failure> {
+        transport
+            .exchange(
+                Method::GET,
+                url,
+                HeaderMap::new(),
+                Bytes::new(),
+                Duration::from_millis(300),
+                1024,
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_was_not_sent() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let outcome = get_url(&transport(no_proxy()), &format!("http://{addr}/v1/user")).await;
+        assert!(
+            matches!(outcome, Err(Failure::NotSent(SendFailure::Transport(_)))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_cut_after_the_request_is_lost_not_unsent() {
+        let addr = answering_then(b"", false).await;
+        let outcome = get_url(&transport(no_proxy()), &format!("http://{addr}/v1/user")).await;
+        assert!(
+            matches!(outcome, Err(Failure::Lost(SendFailure::Transport(_)))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_midway_is_lost() {
+        let addr = answering_then(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"Resp",
+            false,
+        )
+        .await;
+        let outcome = get_url(&transport(no_proxy()), &format!("http://{addr}/v1/user")).await;
+        assert!(
+            matches!(outcome, Err(Failure::Lost(SendFailure::Transport(_)))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stalls_after_reading_the_request_times_out_as_lost() {
+        let addr = answering_then(b"", true).await;
+        let outcome =
+            get_within_300ms(&transport(no_proxy()), &format!("http://{addr}/v1/user")).await;
+        assert!(
+            matches!(
+                outcome,
+                Err(Failure::Lost(SendFailure::Timeout { kind: TimeoutKind::Total, after }))
+                    if after == Duration::from_millis(300)
+            ),
+            "{outcome:?}"
+        );
+    }
+
+    /// A proxy that accepts the TCP connection but never answers `CONNECT`: the
+    /// connection to bunq is never made, so when the total timeout elapses nothing of the
+    /// request can have been sent.
+    #[tokio::test]
+    async fn a_timeout_while_still_connecting_was_not_sent() {
+        let stalling_proxy = answering_then(b"", true).await;
+        let via_proxy = transport(
+            Matcher::builder()
+                .https(format!("http://{stalling_proxy}"))
+                .build(),
+        );
+        let outcome = get_within_300ms(&via_proxy, "https://api.bunq.example/v1/user").await;
+        assert!(
+            matches!(
+                outcome,
+                Err(Failure::NotSent(SendFailure::Timeout {
+                    kind: TimeoutKind::Total,
+                    ..
+                }))
+            ),
+            "{outcome:?}"
         );
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bunq_session::{
     ApiRequest, BunqClient, ClientConfig, Environment, Error, Installation, RateLimitPolicy,
-    Session, UserKind,
+    SendFailure, Session, TimeoutKind, UserKind,
 };
 use bunq_signing::{PrivateKey, PublicKey, VerificationError};
 use mockito::{Matcher, Request, Server};
@@ -518,12 +518,20 @@ async fn get_from_a_server_that_stops_after(answer: &'static [u8]) -> Error {
 }
 
 #[tokio::test]
-async fn slow_response_is_a_timeout_error() {
+async fn slow_response_is_a_timeout_with_an_unknown_outcome() {
+    // The server read the request before it stalled: bunq may have executed it.
     let err = get_from_a_server_that_stops_after(b"").await;
     assert!(
-        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(300)),
+        matches!(
+            err,
+            Error::OutcomeUnknown {
+                reason: SendFailure::Timeout { kind: TimeoutKind::Total, after },
+                ..
+            } if after == Duration::from_millis(300)
+        ),
         "{err:?}"
     );
+    assert!(err.may_have_reached_bunq());
 }
 
 /// A bunq list of a little over 4 KiB.
@@ -639,13 +647,19 @@ async fn a_body_that_stalls_after_the_headers_is_a_timeout() {
     )
     .await;
     assert!(
-        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(300)),
+        matches!(
+            err,
+            Error::OutcomeUnknown {
+                reason: SendFailure::Timeout { kind: TimeoutKind::Total, after },
+                ..
+            } if after == Duration::from_millis(300)
+        ),
         "{err:?}"
     );
 }
 
 #[tokio::test]
-async fn refused_connection_is_a_transport_error_that_names_the_endpoint_only() {
+async fn refused_connection_was_not_sent_and_names_the_endpoint_only() {
     // A port that was just free: nothing listens on it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -656,7 +670,17 @@ async fn refused_connection_is_a_transport_error_that_names_the_endpoint_only() 
         c.max_retries = 1;
     });
     let err = failed_get(&client, "user/1").await;
-    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotSent {
+                reason: SendFailure::Transport(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_bunq());
     let text = format!("{err} {err:?}");
     assert!(text.contains("GET user/1"), "{text}");
     assert!(
@@ -677,4 +701,380 @@ async fn a_path_that_is_not_a_valid_uri_is_refused_before_sending() {
     let err = failed_get(&client(&server), "user/1/a b").await;
     assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
     never.assert_async().await;
+}
+
+/// The `X-Bunq-Client-Request-Id` of every request the mock sees, and the mock, which
+/// answers `statuses` in turn (the last one from then on), signed.
+async fn recording_ids(
+    server: &mut Server,
+    method: &str,
+    statuses: &'static [usize],
+) -> (mockito::Mock, Arc<Mutex<Vec<String>>>) {
+    let body = r#"{"Response":[]}"#;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_in_mock = Arc::clone(&seen);
+    let mock = server
+        .mock(method, "/v1/user/1/thing")
+        .with_status_code_from_request(move |req| {
+            let id = req.header("x-bunq-client-request-id")[0]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let mut seen = seen_in_mock.lock().unwrap();
+            seen.push(id);
+            statuses[(seen.len() - 1).min(statuses.len() - 1)]
+        })
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .create_async()
+        .await;
+    (mock, seen)
+}
+
+#[tokio::test]
+async fn a_callers_request_id_is_sent_on_every_attempt_and_reported_back() {
+    let mut server = Server::new_async().await;
+    let (_mock, seen) = recording_ids(&mut server, "GET", &[503, 200]).await;
+    let resp = client(&server)
+        .request(
+            &installation(),
+            &session(),
+            ApiRequest::get("user/1/thing").with_request_id("reconcile-me-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.request_id, "reconcile-me-1");
+    assert_eq!(*seen.lock().unwrap(), ["reconcile-me-1", "reconcile-me-1"]);
+}
+
+#[tokio::test]
+async fn without_a_callers_id_each_attempt_has_its_own_and_the_answered_one_is_reported() {
+    let mut server = Server::new_async().await;
+    let (_mock, seen) = recording_ids(&mut server, "GET", &[503, 200]).await;
+    let resp = client(&server)
+        .request(&installation(), &session(), ApiRequest::get("user/1/thing"))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0], seen[1]);
+    assert_eq!(resp.request_id, seen[1]);
+}
+
+#[tokio::test]
+async fn an_invalid_request_id_is_refused_before_anything_is_sent() {
+    let mut server = Server::new_async().await;
+    let never = server
+        .mock("GET", Matcher::Any)
+        .expect(0)
+        .create_async()
+        .await;
+    for id in ["", "two\nlines", "caf\u{e9}"] {
+        let err = client(&server)
+            .request(
+                &installation(),
+                &session(),
+                ApiRequest::get("user/1").with_request_id(id),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidRequest { .. }),
+            "{id:?}: {err:?}"
+        );
+    }
+    never.assert_async().await;
+}
+
+/// A server that accepts one connection, reads the request and closes the connection
+/// without a word, then stops listening (later connections are refused).
+async fn cuts_the_first_connection_then_goes_away() -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+        }
+        // Socket and listener dropped together: the retry finds nobody.
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_post_whose_connection_is_cut_has_an_unknown_outcome_with_its_request_id() {
+    let addr = cuts_the_first_connection_then_goes_away().await;
+    let client = client_of(format!("http://{addr}/v1"), |_| {});
+    let req = ApiRequest::post_json("user/1/monetary-account/2/payment", &serde_json::json!({}))
+        .with_request_id("pay-42");
+    let err = client
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::OutcomeUnknown { request_id, .. } if request_id == "pay-42"),
+        "{err:?}"
+    );
+    assert_eq!(err.request_id(), Some("pay-42"));
+    assert!(err.may_have_reached_bunq());
+    assert!(!format!("{err} {err:?}").contains(SESSION_TOKEN));
+}
+
+#[tokio::test]
+async fn a_retry_that_is_not_sent_does_not_hide_an_attempt_that_may_have_arrived() {
+    let addr = cuts_the_first_connection_then_goes_away().await;
+    let client = client_of(format!("http://{addr}/v1"), |c| {
+        c.retry_backoff = Duration::from_millis(5);
+        c.max_retries = 2;
+    });
+    let req = ApiRequest::put_json("user/1/thing", &serde_json::json!({}))
+        .idempotent()
+        .with_request_id("put-7");
+    let err = client
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap_err();
+    // The retries were refused (not sent), but the first attempt reached the server.
+    assert!(
+        matches!(&err, Error::OutcomeUnknown { request_id, .. } if request_id == "put-7"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_ends_the_wait_for_the_rate_limiter_as_not_sent() {
+    let mut server = Server::new_async().await;
+    let body = "{}";
+    let mock = server
+        .mock("GET", "/v1/user")
+        .with_header("x-bunq-server-signature", &signature_of(body))
+        .with_body(body)
+        .expect(1)
+        .create_async()
+        .await;
+    let client = client_of(format!("{}/v1", server.url()), |c| {
+        c.rate_limits = RateLimitPolicy::bunq()
+            .get(1)
+            .window(Duration::from_secs(10));
+    });
+    client
+        .request(&installation(), &session(), ApiRequest::get("user"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let req = ApiRequest::get("user")
+        .with_deadline(std::time::Instant::now() + Duration::from_millis(50))
+        .with_request_id("late-1");
+    let err = client
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::NotSent { reason: SendFailure::DeadlinePassed, request_id, .. }
+                if request_id == "late-1"
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_bunq());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    mock.assert_async().await;
+}
+
+/// A server that reads a request, waits `delay`, then answers 200 `{}` signed.
+async fn answering_after(delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nx-bunq-server-signature: {}\r\ncontent-length: 2\r\n\r\n{{}}",
+                    signature_of("{}")
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_sent_request_is_not_abandoned_when_the_deadline_passes() {
+    let addr = answering_after(Duration::from_millis(300)).await;
+    let client = client_of(format!("http://{addr}/v1"), |c| {
+        c.request_timeout = Duration::from_secs(5);
+    });
+    let req = ApiRequest::post_json("user/1/thing", &serde_json::json!({}))
+        .with_deadline(std::time::Instant::now() + Duration::from_millis(50));
+    let resp = client
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+}
+
+#[tokio::test]
+async fn a_deadline_too_near_for_the_back_off_returns_the_last_answer() {
+    let mut server = Server::new_async().await;
+    let (_mock, seen) = recording_ids(&mut server, "GET", &[503, 200]).await;
+    let client = client_of(format!("{}/v1", server.url()), |c| {
+        c.retry_backoff = Duration::from_secs(1);
+        c.max_retries = 3;
+    });
+    let req = ApiRequest::get("user/1/thing")
+        .with_deadline(std::time::Instant::now() + Duration::from_millis(200));
+    let resp = client
+        .request(&installation(), &session(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 503, "bunq's signed 503, verified");
+    assert_eq!(seen.lock().unwrap().len(), 1, "no retry past the deadline");
+}
+
+/// The error of a POST (never retried) that a mock answers with `status`, unsigned,
+/// with `headers`.
+async fn unsigned_answer(status: usize, headers: &[(&str, &str)]) -> Error {
+    let mut server = Server::new_async().await;
+    let mut mock = server
+        .mock("POST", "/v1/user/1/thing")
+        .with_status(status)
+        .with_header("x-bunq-client-response-id", "resp-unsigned")
+        .with_body(r#"{"Error":[{"error_description":"Down."}]}"#);
+    for (name, value) in headers {
+        mock = mock.with_header(*name, value);
+    }
+    let _mock = mock.create_async().await;
+    client(&server)
+        .request(
+            &installation(),
+            &session(),
+            ApiRequest::post_json("user/1/thing", &serde_json::json!({})),
+        )
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn an_unsigned_503_is_an_unavailability_with_its_retry_after() {
+    let err = unsigned_answer(503, &[("retry-after", "7")]).await;
+    match &err {
+        Error::Unavailable {
+            status,
+            retry_after,
+            response_id,
+        } => {
+            assert_eq!(*status, 503);
+            assert_eq!(*retry_after, Some(Duration::from_secs(7)));
+            assert_eq!(response_id.as_deref(), Some("resp-unsigned"));
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    assert!(
+        err.to_string().contains("bunq is unavailable (status 503"),
+        "{err}"
+    );
+    assert!(err.may_have_reached_bunq());
+}
+
+#[tokio::test]
+async fn unsigned_maintenance_and_server_errors_are_unavailable_and_429_rate_limited() {
+    for status in [491, 500, 502] {
+        let err = unsigned_answer(status, &[]).await;
+        assert!(
+            matches!(err, Error::Unavailable { status: s, retry_after: None, .. } if usize::from(s) == status),
+            "{status}: {err:?}"
+        );
+    }
+    let err = unsigned_answer(429, &[]).await;
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    assert!(!err.may_have_reached_bunq());
+}
+
+#[tokio::test]
+async fn a_wrongly_signed_503_and_an_unsigned_success_or_404_are_still_forgeries() {
+    let wrong = client_key().0.sign_body(b"{}");
+    let err = unsigned_answer(503, &[("x-bunq-server-signature", wrong.as_str())]).await;
+    assert!(
+        matches!(err, Error::SignatureInvalid { status: 503, .. }),
+        "{err:?}"
+    );
+    for status in [200, 404] {
+        let err = unsigned_answer(status, &[]).await;
+        assert!(
+            matches!(
+                err,
+                Error::SignatureInvalid {
+                    reason: VerificationError::Missing,
+                    ..
+                }
+            ),
+            "{status}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_session_server_wait_is_bounded_by_the_callers_deadline() {
+    let mut server = Server::new_async().await;
+    let body = fixture("session_server_user_api_key.json");
+    let mock = server
+        .mock("POST", "/v1/session-server")
+        .with_header("x-bunq-server-signature", &signature_of(&body))
+        .with_body(&body)
+        .expect(1)
+        .create_async()
+        .await;
+    let client = client_of(format!("{}/v1", server.url()), |c| {
+        c.rate_limits = RateLimitPolicy::bunq();
+    });
+    let secret = SecretString::from("oauth-token");
+    client
+        .session_server(&installation(), &secret)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = client
+        .session_server_until(
+            &installation(),
+            &secret,
+            std::time::Instant::now() + Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SessionCapacity { retry_after } if retry_after > Duration::from_secs(25)),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    mock.assert_async().await;
+}
+
+#[tokio::test]
+async fn an_installation_during_maintenance_is_unavailable_not_an_api_error() {
+    // The installation answer is never signed (no key yet), so its status alone says
+    // it: a 491 is bunq's maintenance.
+    let mut server = Server::new_async().await;
+    let _mock = server
+        .mock("POST", "/v1/installation")
+        .with_status(491)
+        .with_body(r#"{"Error":[{"error_description":"Maintenance."}]}"#)
+        .create_async()
+        .await;
+    let err = client(&server)
+        .installation_with_key(client_key().0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { status: 491, .. }),
+        "{err:?}"
+    );
 }
