@@ -1,24 +1,26 @@
 //! bunq's API under `/v1`: routing, authentication (tokens and request signatures),
 //! installation, device-server, session-server, sandbox users and user objects.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bunq_signing::{CLIENT_SIGNATURE_HEADER, PublicKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::server::{BODY_LIMIT, Shared};
+use crate::server::{BODY_LIMIT, Peer, Shared};
 use crate::wire::{self, ApiError};
-use crate::world::{Installation, SessionRec, Subject, random_token, timestamp};
+use crate::world::{
+    Device, Installation, PermittedIps, SessionRec, Subject, random_token, timestamp,
+};
 
 /// The header carrying the installation or session token.
 pub(crate) const AUTH_HEADER: &str = "X-Bunq-Client-Authentication";
-/// The header naming a request; payments execute once per value.
+/// The header naming a request; a device may use each value for one non-GET call.
 pub(crate) const REQUEST_ID_HEADER: &str = "X-Bunq-Client-Request-Id";
 
 /// One API operation, with the ids from its path.
@@ -187,13 +189,17 @@ pub(crate) struct Caller {
 enum Auth {
     Open,
     Installation(String),
-    Session(String, Caller),
+    Session {
+        token: String,
+        installation: String,
+        caller: Caller,
+    },
 }
 
 /// Every `/v1` request except the OAuth token endpoint.
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -220,7 +226,7 @@ pub(crate) async fn handle(
         }
     };
     shared.count(endpoint);
-    if let Some(response) = shared.gate(peer, method, endpoint).await {
+    if let Some(response) = shared.gate(peer.addr, method, endpoint).await {
         return response;
     }
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
@@ -230,27 +236,43 @@ pub(crate) async fn handle(
             "The request body is too large.",
         );
     };
-    let auth = match authenticate(&shared, op, &parts.headers, &body) {
+    let auth = match authenticate(&shared, op, &parts.headers, &body, peer.ip()) {
         Ok(auth) => auth,
         Err(e) => return e.into_response(&shared),
     };
-    let request_id = parts
-        .headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // Session calls that change something (POST, PUT, PATCH, DELETE): bunq refuses their
+    // request id a second time on the same device, and the after-execution knobs apply.
+    let changes = matches!(auth, Auth::Session { .. }) && parts.method != Method::GET;
+    if let (true, Auth::Session { installation, .. }) = (changes, &auth) {
+        if let Some(request_id) = header(&parts.headers, REQUEST_ID_HEADER) {
+            if !shared.world().remember_request_id(installation, request_id) {
+                return ApiError::bad_request(crate::REUSED_REQUEST_ID_DESCRIPTION)
+                    .into_response(&shared);
+            }
+        }
+    }
     let query = parts.uri.query().unwrap_or("");
     let list_path = format!("/v1/{}", rest.trim_end_matches('/'));
     let call = Call {
         body: &body,
         query,
         list_path: &list_path,
-        request_id: request_id.as_deref(),
+        peer: peer.ip(),
     };
-    match execute(&shared, op, auth, call) {
+    let response = match execute(&shared, op, auth, call) {
         Ok(response) => response,
         Err(e) => e.into_response(&shared),
+    };
+    if changes {
+        if shared.knobs.take_cut_after() {
+            // Executed, never answered: hyper fails to write this response and drops
+            // the connection.
+            peer.cut_connection();
+        } else if let Some(delay) = shared.knobs.take_delay_after() {
+            tokio::time::sleep(delay).await;
+        }
     }
+    response
 }
 
 /// The parts of a request that operations read.
@@ -259,7 +281,8 @@ pub(crate) struct Call<'a> {
     pub query: &'a str,
     /// The request path, for building `Pagination` URLs.
     pub list_path: &'a str,
-    pub request_id: Option<&'a str>,
+    /// The calling IP (IPv4-mapped addresses as IPv4).
+    pub peer: IpAddr,
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -290,6 +313,7 @@ fn authenticate(
     op: Op,
     headers: &HeaderMap,
     body: &[u8],
+    peer: IpAddr,
 ) -> Result<Auth, ApiError> {
     match op {
         Op::Installation | Op::SandboxUserPerson => return Ok(Auth::Open),
@@ -306,7 +330,7 @@ fn authenticate(
         verify_signature(&key, headers, body)?;
         return Ok(Auth::Installation(token.to_owned()));
     }
-    let (key, caller) = {
+    let (key, permitted, installation, caller) = {
         let mut world = shared.world();
         let (installation, subject, expired) = match world.sessions.get(token) {
             Some(s) => (
@@ -320,10 +344,13 @@ fn authenticate(
             world.sessions.remove(token);
             return Err(ApiError::unauthorised());
         }
-        let key = world
+        let (key, permitted) = world
             .installations
             .get(&installation)
-            .map(|i| i.client_key.clone())
+            .map(|i| {
+                let permitted = i.device.as_ref().map(|d| d.permitted.clone());
+                (i.client_key.clone(), permitted)
+            })
             .ok_or_else(ApiError::unauthorised)?;
         let owner = world.owner_of(subject).ok_or_else(ApiError::unauthorised)?;
         let path_user = match subject {
@@ -331,6 +358,8 @@ fn authenticate(
         };
         (
             key,
+            permitted,
+            installation,
             Caller {
                 path_user,
                 owner,
@@ -339,10 +368,19 @@ fn authenticate(
         )
     };
     verify_signature(&key, headers, body)?;
+    // A session exists only after device-server, so `None` cannot happen; refusing it
+    // anyway keeps a session from ever outliving the device rules.
+    if !permitted.is_some_and(|p| p.allows(peer)) {
+        return Err(ApiError::bad_request(crate::BAD_CREDENTIALS_DESCRIPTION));
+    }
     if shared.knobs.take_fail_auth() {
         return Err(ApiError::unauthorised());
     }
-    Ok(Auth::Session(token.to_owned(), caller))
+    Ok(Auth::Session {
+        token: token.to_owned(),
+        installation,
+        caller,
+    })
 }
 
 /// Parses a JSON body into `T`, answering bunq's 400 on malformed input.
@@ -361,11 +399,11 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
         }
         Auth::Installation(token) => {
             return match op {
-                Op::DeviceServer => device_server(shared, &token, call.body),
-                _ => session_server(shared, &token, call.body),
+                Op::DeviceServer => device_server(shared, &token, &call),
+                _ => session_server(shared, &token, &call),
             };
         }
-        Auth::Session(token, caller) => {
+        Auth::Session { token, caller, .. } => {
             if let Op::DeleteSession = op {
                 shared.world().sessions.remove(&token);
                 return Ok(wire::ok(shared, Vec::new()));
@@ -469,7 +507,8 @@ fn installation(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
             token.clone(),
             Installation {
                 client_key,
-                device_registered: false,
+                device: None,
+                used_request_ids: Default::default(),
             },
         );
         id
@@ -484,54 +523,73 @@ fn installation(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
     ))
 }
 
-/// bunq's answer to an unknown API key or access token.
-const BAD_CREDENTIALS: &str = "User credentials are incorrect. Incorrect API key or IP address.";
+use crate::BAD_CREDENTIALS_DESCRIPTION as BAD_CREDENTIALS;
 
-fn device_server(shared: &Shared, token: &str, body: &[u8]) -> Result<Response, ApiError> {
+fn device_server(shared: &Shared, token: &str, call: &Call<'_>) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     struct Body {
         #[allow(dead_code)]
         description: Option<String>,
         secret: String,
+        /// Absent and `null` (what some SDKs send) mean the same as `[]`.
+        #[serde(default)]
+        permitted_ips: Option<Vec<String>>,
     }
-    let body: Body = parse_body(body)?;
+    let body: Body = parse_body(call.body)?;
     let mut world = shared.world();
-    let known =
-        world.api_keys.contains_key(&body.secret) || world.access_tokens.contains_key(&body.secret);
-    if !known {
+    if !world.credential_valid(&body.secret) {
         return Err(ApiError::bad_request(BAD_CREDENTIALS));
     }
+    let permitted =
+        PermittedIps::from_request(body.permitted_ips.as_deref().unwrap_or_default(), call.peer)
+            .map_err(|ip| {
+                ApiError::bad_request(format!(
+                    "The permitted IP {ip:?} is not an IPv4 address or \"*\"."
+                ))
+            })?;
     let id = world.next_id();
     let installation = world
         .installations
         .get_mut(token)
         .ok_or_else(ApiError::unauthorised)?;
-    installation.device_registered = true;
+    installation.device = Some(Device {
+        secret: body.secret,
+        permitted,
+    });
     drop(world);
     Ok(wire::created_id(shared, id))
 }
 
-fn session_server(shared: &Shared, token: &str, body: &[u8]) -> Result<Response, ApiError> {
+fn session_server(shared: &Shared, token: &str, call: &Call<'_>) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
     struct Body {
         secret: String,
     }
-    let body: Body = parse_body(body)?;
+    let body: Body = parse_body(call.body)?;
     let timeout = shared.knobs.session_timeout();
     let mut world = shared.world();
-    let has_device = world
+    let Some(device) = world
         .installations
         .get(token)
-        .is_some_and(|i| i.device_registered);
-    if !has_device {
+        .and_then(|i| i.device.as_ref())
+    else {
         return Err(ApiError::bad_request(
             "No device is registered for this installation; call device-server first.",
         ));
+    };
+    // bunq gives one answer for a call from an IP the device does not permit and for a
+    // device whose credential was withdrawn since (a revoked OAuth grant).
+    if !device.permitted.allows(call.peer) {
+        return Err(ApiError::bad_request(BAD_CREDENTIALS));
+    }
+    let device_secret = device.secret.clone();
+    if !world.credential_valid(&device_secret) {
+        return Err(ApiError::bad_request(BAD_CREDENTIALS));
     }
     let subject = if let Some(user) = world.api_keys.get(&body.secret) {
         Subject::Person(*user)
-    } else if let Some(grant) = world.access_tokens.get(&body.secret) {
-        Subject::ApiKey(*grant)
+    } else if let Some(grant) = world.live_grant(&body.secret) {
+        Subject::ApiKey(grant)
     } else {
         return Err(ApiError::bad_request(BAD_CREDENTIALS));
     };

@@ -38,11 +38,22 @@ struct KnobsBody {
     fail_next_with_status: Option<FailWith>,
     deny_consent: Option<bool>,
     rate_limits: Option<bool>,
+    cut_after_execute: Option<u32>,
+    delay_after_execute: Option<DelayAfter>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FailWith {
     status: u16,
+    n: u32,
+    retry_after_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayAfter {
+    delay_ms: u64,
     n: u32,
 }
 
@@ -74,13 +85,22 @@ pub(crate) async fn knobs(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         knobs.set_latency(Duration::from_millis(ms));
     }
     if let Some(f) = body.fail_next_with_status {
-        knobs.fail_next_with_status(f.status, f.n);
+        match f.retry_after_secs {
+            Some(secs) => knobs.fail_next_with_status_and_retry_after(f.status, f.n, secs),
+            None => knobs.fail_next_with_status(f.status, f.n),
+        }
     }
     if let Some(d) = body.deny_consent {
         knobs.deny_consent(d);
     }
     if let Some(on) = body.rate_limits {
         knobs.set_rate_limits(on);
+    }
+    if let Some(n) = body.cut_after_execute {
+        knobs.cut_after_execute(n);
+    }
+    if let Some(d) = body.delay_after_execute {
+        knobs.delay_after_execute(Duration::from_millis(d.delay_ms), d.n);
     }
     Json(json!({"ok": true})).into_response()
 }
@@ -106,6 +126,30 @@ pub(crate) async fn oauth_grant(State(shared): State<Arc<Shared>>, body: Bytes) 
         Some(token) => Json(json!({"access_token": token})).into_response(),
         None => bad(format!("unknown user {}", body.user_id)),
     }
+}
+
+/// `POST /_fake/revoke-oauth-grants {"user_id"}` → `{"revoked": n}`: the user withdraws
+/// every OAuth grant it gave. An unknown user has nothing to revoke: `{"revoked": 0}`.
+pub(crate) async fn revoke_oauth_grants(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Response {
+    #[derive(Deserialize)]
+    struct Body {
+        user_id: u64,
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("expected {{\"user_id\": n}}: {e}")),
+    };
+    let revoked = Knobs(shared).revoke_oauth_grants(body.user_id);
+    Json(json!({"revoked": revoked})).into_response()
+}
+
+/// `GET /_fake/payment-count` → `{"payment_count": n}`, payments executed since start.
+pub(crate) async fn payment_count(State(shared): State<Arc<Shared>>) -> Response {
+    let n = shared.world().payments.len();
+    Json(json!({"payment_count": n})).into_response()
 }
 
 /// `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`.

@@ -8,15 +8,26 @@ use std::time::{Duration, Instant};
 
 use crate::server::Shared;
 
-/// The knobs' current values; lock-free except for the status code pair.
+/// The knobs' current values; lock-free except for the pairs that must change together.
 pub(crate) struct KnobState {
     session_timeout: Mutex<Duration>,
     fail_auth: AtomicU32,
     tamper: AtomicU32,
     latency_nanos: AtomicU64,
-    fail_status: Mutex<(u16, u32)>,
+    fail_status: Mutex<FailStatus>,
     deny_consent: AtomicBool,
     rate_limits: AtomicBool,
+    cut_after: AtomicU32,
+    delay_after: Mutex<(Duration, u32)>,
+}
+
+/// The `fail_next_with_status` knob: answer `status` (with `Retry-After: retry_after`
+/// seconds if set) to the next `n` calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FailStatus {
+    status: u16,
+    n: u32,
+    retry_after: Option<u64>,
 }
 
 /// Decrements `counter` if positive; true when it did (this call is one of the next n).
@@ -33,9 +44,11 @@ impl KnobState {
             fail_auth: AtomicU32::new(0),
             tamper: AtomicU32::new(0),
             latency_nanos: AtomicU64::new(0),
-            fail_status: Mutex::new((0, 0)),
+            fail_status: Mutex::new(FailStatus::default()),
             deny_consent: AtomicBool::new(false),
             rate_limits: AtomicBool::new(rate_limits),
+            cut_after: AtomicU32::new(0),
+            delay_after: Mutex::new((Duration::ZERO, 0)),
         }
     }
 
@@ -58,15 +71,26 @@ impl KnobState {
         Duration::from_nanos(self.latency_nanos.load(Ordering::Relaxed))
     }
 
-    /// The status to fail this call with, if the knob is armed.
-    pub fn take_fail_status(&self) -> Option<u16> {
+    /// The status (and `Retry-After` seconds) to fail this call with, if the knob is
+    /// armed.
+    pub fn take_fail_status(&self) -> Option<(u16, Option<u64>)> {
         let mut guard = self.fail_status.lock().ok()?;
-        let (status, n) = *guard;
-        if n == 0 {
-            return None;
-        }
-        *guard = (status, n - 1);
-        Some(status)
+        let n = guard.n.checked_sub(1)?;
+        guard.n = n;
+        Some((guard.status, guard.retry_after))
+    }
+
+    /// True when this executed call's connection must be cut instead of answered.
+    pub fn take_cut_after(&self) -> bool {
+        take_one(&self.cut_after)
+    }
+
+    /// How long to wait after executing this call before answering, if the knob is armed.
+    pub fn take_delay_after(&self) -> Option<Duration> {
+        let mut guard = self.delay_after.lock().ok()?;
+        let n = guard.1.checked_sub(1)?;
+        guard.1 = n;
+        Some(guard.0)
     }
 
     pub fn consent_denied(&self) -> bool {
@@ -112,7 +136,8 @@ impl Knobs {
         self.0.knobs.fail_auth.store(n, Ordering::Release);
     }
 
-    /// The next `n` responses carry a wrong `X-Bunq-Server-Signature`.
+    /// The next `n` signed responses carry a wrong `X-Bunq-Server-Signature` (429, 491
+    /// and 5xx answers carry none and do not count).
     pub fn tamper_next_signatures(&self, n: u32) {
         self.0.knobs.tamper.store(n, Ordering::Release);
     }
@@ -123,11 +148,66 @@ impl Knobs {
         self.0.knobs.latency_nanos.store(nanos, Ordering::Relaxed);
     }
 
-    /// The next `n` calls (API and OAuth token endpoint) answer `status` with a bunq
-    /// error body, without executing.
+    /// The next `n` calls (API, consent page and OAuth token endpoint) answer `status`
+    /// with a bunq error body, without executing. Like bunq, 429, 491 (maintenance) and
+    /// 5xx answers are not signed; other statuses are. A status that is not a valid
+    /// HTTP status (outside 100..=999) is answered as 500.
     pub fn fail_next_with_status(&self, status: u16, n: u32) {
-        if let Ok(mut f) = self.0.knobs.fail_status.lock() {
-            *f = (status, n);
+        self.set_fail_status(FailStatus {
+            status,
+            n,
+            retry_after: None,
+        });
+    }
+
+    /// Like [`Knobs::fail_next_with_status`], with a `Retry-After: retry_after_secs`
+    /// header on those answers, as a server under load or in maintenance may send.
+    pub fn fail_next_with_status_and_retry_after(
+        &self,
+        status: u16,
+        n: u32,
+        retry_after_secs: u64,
+    ) {
+        self.set_fail_status(FailStatus {
+            status,
+            n,
+            retry_after: Some(retry_after_secs),
+        });
+    }
+
+    fn set_fail_status(&self, f: FailStatus) {
+        if let Ok(mut current) = self.0.knobs.fail_status.lock() {
+            *current = f;
+        }
+    }
+
+    /// Revokes every OAuth access token that bunq user `granted_by_user_id` granted, as
+    /// bunq does when the user withdraws access in the app; returns how many were still
+    /// live. Device-server and session-server with a revoked token (or from an
+    /// installation whose device was registered with one) then answer 400 "User
+    /// credentials are incorrect. Incorrect API key or IP address.", and the sessions
+    /// opened with them end (401 "Insufficient authorisation."). A later consent gives a
+    /// new token that works.
+    pub fn revoke_oauth_grants(&self, granted_by_user_id: u64) -> usize {
+        self.0.world().revoke_grants(granted_by_user_id)
+    }
+
+    /// The next `n` session-authenticated non-GET calls (POST, PUT, PATCH, DELETE) that
+    /// reach their handler execute (a payment is made, balances change, the request id is
+    /// remembered), then the connection closes without a single response byte: the
+    /// client sees the connection closed before any status line. Calls refused before
+    /// executing (authentication, fault knobs, a reused request id) do not count.
+    pub fn cut_after_execute(&self, n: u32) {
+        self.0.knobs.cut_after.store(n, Ordering::Release);
+    }
+
+    /// The next `n` session-authenticated non-GET calls that reach their handler execute,
+    /// then wait `delay` before answering normally (a slow answer after the fact, for
+    /// client timeouts). Counted like [`Knobs::cut_after_execute`], which wins when both
+    /// are armed.
+    pub fn delay_after_execute(&self, delay: Duration, n: u32) {
+        if let Ok(mut d) = self.0.knobs.delay_after.lock() {
+            *d = (delay, n);
         }
     }
 
@@ -198,8 +278,18 @@ mod tests {
         assert!(k.take_tamper());
         assert!(k.take_tamper());
         assert!(!k.take_tamper());
-        *k.fail_status.lock().unwrap() = (503, 1);
-        assert_eq!(k.take_fail_status(), Some(503));
+        *k.fail_status.lock().unwrap() = FailStatus {
+            status: 503,
+            n: 1,
+            retry_after: Some(7),
+        };
+        assert_eq!(k.take_fail_status(), Some((503, Some(7))));
         assert_eq!(k.take_fail_status(), None);
+        k.cut_after.store(1, Ordering::Release);
+        assert!(k.take_cut_after());
+        assert!(!k.take_cut_after());
+        *k.delay_after.lock().unwrap() = (Duration::from_millis(5), 1);
+        assert_eq!(k.take_delay_after(), Some(Duration::from_millis(5)));
+        assert_eq!(k.take_delay_after(), None);
     }
 }

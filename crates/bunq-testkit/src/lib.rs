@@ -2,11 +2,14 @@
 //!
 //! [`FakeBunq`] speaks bunq's real protocol on `127.0.0.1`: installation, device-server
 //! and session-server with RSA request signatures checked, every response signed with
-//! its own server key (`X-Bunq-Server-Signature`, body only) and tagged with
-//! `X-Bunq-Client-Response-Id`, sandbox users with money, payments, OAuth clients, the
-//! OAuth consent page and token endpoint. Knobs make it misbehave the way bunq does
-//! (expired sessions, 401s, bad signatures, 5xx, 429, latency, denied consent), and it
-//! counts the calls per endpoint so tests can assert how often a client hit bunq.
+//! its own server key (`X-Bunq-Server-Signature`, body only; like bunq, 429, 491 and 5xx
+//! answers are not signed) and tagged with `X-Bunq-Client-Response-Id`, sandbox users
+//! with money, payments, OAuth clients, the OAuth consent page and token endpoint. Knobs
+//! make it misbehave the way bunq does (expired sessions, 401s, bad signatures, 5xx and
+//! 491 with or without `Retry-After`, 429, latency, denied consent, withdrawn OAuth
+//! grants, connections cut or answers delayed after a payment executed), and it counts
+//! the calls per endpoint and the payments made so tests can assert how often a client
+//! hit bunq and that money moved exactly once.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), bunq_testkit::FakeError> {
@@ -40,6 +43,21 @@
 //! the `user_id` query parameter if given (a test hook bunq lacks), else a fresh sandbox
 //! user with two accounts.
 //!
+//! # bunq's rules it enforces
+//! - **Devices and IPs.** `POST /device-server` binds the device to the calling IP when
+//!   `permitted_ips` is `[]`, `null` or absent, to the listed IPv4 addresses otherwise,
+//!   and to any IP if `"*"` is listed. session-server and session calls from an IP the
+//!   device does not permit get 400 [`BAD_CREDENTIALS_DESCRIPTION`]. To stand for other
+//!   IPs, bind the client to other loopback addresses (`127.0.0.2`, ...).
+//! - **Credentials.** A wrong, unknown or revoked API key or OAuth access token at
+//!   device-server, or session-server from an installation whose device was registered
+//!   with one, gets 400 [`BAD_CREDENTIALS_DESCRIPTION`] (signed).
+//!   [`FakeBunq::revoke_oauth_grants`] withdraws a user's grants and ends their sessions.
+//! - **Request ids.** A device (installation) may use an `X-Bunq-Client-Request-Id` for
+//!   one session call that is not a GET; a second such call with it gets 400
+//!   [`REUSED_REQUEST_ID_DESCRIPTION`] without executing. Calls answered by a fault knob
+//!   before executing do not use their id up; GETs never do.
+//!
 //! Endpoint names for [`FakeBunq::calls`] are the method and the path pattern without
 //! `/v1`, with `{id}`, `{aid}`, `{cid}` for ids: `"POST /installation"`,
 //! `"GET /user/{id}/monetary-account-bank"`, `"POST /token"`, `"GET /auth"`.
@@ -48,11 +66,16 @@
 //! - `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...}}`
 //! - `POST /_fake/knobs` with any of `{"session_timeout_secs": n, "expire_all_sessions":
 //!   true, "fail_next_with_insufficient_authorisation": n, "tamper_next_signatures": n,
-//!   "latency_ms": n, "fail_next_with_status": {"status": 503, "n": 1},
-//!   "deny_consent": bool, "rate_limits": bool}` → `{"ok": true}`
+//!   "latency_ms": n, "fail_next_with_status": {"status": 503, "n": 1,
+//!   "retry_after_secs": 30}` (`retry_after_secs` optional), `"deny_consent": bool,
+//!   "rate_limits": bool, "cut_after_execute": n, "delay_after_execute": {"delay_ms": n,
+//!   "n": k}}` → `{"ok": true}` (see the [`Knobs`] methods of the same names)
 //! - `POST /_fake/sandbox-user` → `{"user_id", "api_key", "monetary_account_ids"}`
 //! - `POST /_fake/oauth-grant` `{"user_id": n}` → `{"access_token"}`
+//! - `POST /_fake/revoke-oauth-grants` `{"user_id": n}` → `{"revoked": k}`, the grants
+//!   that were still live ([`FakeBunq::revoke_oauth_grants`])
 //! - `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`
+//! - `GET /_fake/payment-count` → `{"payment_count": n}` ([`FakeBunq::payment_count`])
 //!
 //! Control calls are not counted and no knob applies to them.
 
@@ -74,6 +97,17 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use knobs::Knobs;
+
+/// The `error_description` of bunq's HTTP 400 to a session-authenticated non-GET call
+/// whose `X-Bunq-Client-Request-Id` was already used on the same device (installation).
+/// The call is not executed.
+pub const REUSED_REQUEST_ID_DESCRIPTION: &str = "The request id was already used on this device.";
+
+/// The `error_description` of bunq's HTTP 400 at device-server and session-server for a
+/// wrong, unknown or revoked API key or OAuth access token, and for a call from an IP the
+/// device does not permit.
+pub const BAD_CREDENTIALS_DESCRIPTION: &str =
+    "User credentials are incorrect. Incorrect API key or IP address.";
 
 use server::Shared;
 
@@ -177,8 +211,8 @@ impl FakeBunq {
         let app = server::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            let served = axum::serve(listener, service)
+            let service = app.into_make_service_with_connect_info::<server::Peer>();
+            let served = axum::serve(server::FakeListener(listener), service)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
@@ -258,6 +292,19 @@ impl FakeBunq {
         let mut world = self.shared.world();
         let psp = world.internal_psp();
         world.create_grant(granted_by_user_id, psp)
+    }
+
+    /// Revokes every OAuth access token user `granted_by_user_id` granted, as when the
+    /// user withdraws access in the bunq app; returns how many were still live. See
+    /// [`Knobs::revoke_oauth_grants`].
+    pub fn revoke_oauth_grants(&self, granted_by_user_id: u64) -> usize {
+        self.knobs().revoke_oauth_grants(granted_by_user_id)
+    }
+
+    /// How many payments were executed, over all accounts and users, since start (for
+    /// "exactly one payment was made" after retries). Sandbox top-ups are not payments.
+    pub fn payment_count(&self) -> usize {
+        self.shared.world().payments.len()
     }
 
     /// The balance of `account_id` if it belongs to `user_id`, e.g. `"500.00"`.

@@ -2,7 +2,6 @@
 //! `GET /auth`, and the token endpoint `POST /v1/token`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{Caller, parse_body};
-use crate::server::{BODY_LIMIT, Shared};
+use crate::server::{BODY_LIMIT, Peer, Shared};
 use crate::wire::{self, ApiError};
 use crate::world::{CallbackUrl, Code, OauthClient, World, random_token};
 
@@ -199,12 +198,12 @@ fn redirect(to: &str) -> Response {
 /// does not have), otherwise a fresh sandbox `UserPerson` with two accounts.
 pub(crate) async fn authorize(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     RawQuery(query): RawQuery,
 ) -> Response {
     const ENDPOINT: &str = "GET /auth";
     shared.count(ENDPOINT);
-    if let Some(response) = shared.gate(peer, "GET", ENDPOINT).await {
+    if let Some(response) = shared.gate(peer.addr, "GET", ENDPOINT).await {
         return response;
     }
     let params: HashMap<String, String> =
@@ -294,7 +293,7 @@ fn oauth_error(error: &str, description: &str) -> Response {
 /// where both are given. Answers plain JSON, not a signed bunq envelope.
 pub(crate) async fn token(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     method: Method,
     RawQuery(query): RawQuery,
     body: Body,
@@ -309,7 +308,7 @@ pub(crate) async fn token(
         );
     }
     shared.count(ENDPOINT);
-    if let Some(response) = shared.gate(peer, "POST", ENDPOINT).await {
+    if let Some(response) = shared.gate(peer.addr, "POST", ENDPOINT).await {
         return response;
     }
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {

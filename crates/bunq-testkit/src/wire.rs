@@ -76,12 +76,23 @@ fn tampered(signature: &str) -> String {
     }
 }
 
-/// A signed bunq response with `body` as is.
+/// Whether bunq leaves an answer with this status unsigned: 429 (rate limit), 491
+/// (maintenance) and 5xx come from in front of the signing API, so they carry no
+/// `X-Bunq-Server-Signature`; clients must take them as unavailability, not forgery.
+pub(crate) fn unsigned_status(status: StatusCode) -> bool {
+    status.as_u16() == 429 || status.as_u16() == 491 || status.is_server_error()
+}
+
+/// A bunq response with `body` as is, signed unless [`unsigned_status`].
 pub(crate) fn signed(shared: &Shared, status: StatusCode, body: Vec<u8>) -> Response {
-    let mut signature = shared.signer.sign(&body);
-    if shared.knobs.take_tamper() {
-        signature = tampered(&signature);
-    }
+    let signature = (!unsigned_status(status)).then(|| {
+        let signature = shared.signer.sign(&body);
+        if shared.knobs.take_tamper() {
+            tampered(&signature)
+        } else {
+            signature
+        }
+    });
     let response_id = uuid::Uuid::new_v4().to_string();
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
@@ -93,7 +104,7 @@ pub(crate) fn signed(shared: &Shared, status: StatusCode, body: Vec<u8>) -> Resp
     if let Ok(v) = HeaderValue::from_str(&response_id) {
         headers.insert("X-Bunq-Client-Response-Id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&signature) {
+    if let Some(Ok(v)) = signature.map(|s| HeaderValue::from_str(&s)) {
         headers.insert(bunq_signing::SERVER_SIGNATURE_HEADER, v);
     }
     response
@@ -169,5 +180,15 @@ mod tests {
         let bad = tampered(&sig);
         assert_ne!(sig, bad);
         assert!(BASE64.decode(bad).is_ok());
+    }
+
+    #[test]
+    fn only_429_491_and_5xx_are_unsigned() {
+        for unsigned in [429, 491, 500, 502, 503, 599] {
+            assert!(unsigned_status(StatusCode::from_u16(unsigned).unwrap()));
+        }
+        for signed in [200, 400, 401, 404, 405, 413, 466, 490] {
+            assert!(!unsigned_status(StatusCode::from_u16(signed).unwrap()));
+        }
     }
 }

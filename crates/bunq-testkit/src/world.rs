@@ -1,7 +1,8 @@
 //! The fake bank's state: users, accounts, credentials, installations, sessions, OAuth
 //! clients and codes, payments. Plain data behind one mutex; no I/O here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bunq_signing::PublicKey;
@@ -43,11 +44,66 @@ pub(crate) struct Grant {
     pub granted_by: u64,
     pub requested_by: u64,
     pub created: SystemTime,
+    /// Withdrawn by the granting user: its access token no longer opens anything.
+    pub revoked: bool,
 }
 
 pub(crate) struct Installation {
     pub client_key: PublicKey,
-    pub device_registered: bool,
+    /// Set by device-server.
+    pub device: Option<Device>,
+    /// Every `X-Bunq-Client-Request-Id` of a session-authenticated non-GET call that
+    /// reached its handler on this installation (bunq refuses such an id a second time
+    /// "on the same DeviceServer"; one device per installation here). GETs are left
+    /// out: nothing executes, and it keeps the memory of a fake under a GET benchmark
+    /// bounded.
+    pub used_request_ids: HashSet<String>,
+}
+
+/// A device registered with device-server.
+pub(crate) struct Device {
+    /// The `secret` it was registered with: an API key or an OAuth access token.
+    pub secret: String,
+    pub permitted: PermittedIps,
+}
+
+/// Where a device may call from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PermittedIps {
+    /// `"*"` was in `permitted_ips`.
+    Any,
+    /// The listed IPs, or the IP that called device-server when the list was empty.
+    Only(Vec<IpAddr>),
+}
+
+impl PermittedIps {
+    /// bunq's rules: an empty (or absent) list binds to the calling IP, `"*"` anywhere in
+    /// it allows any, otherwise exactly the listed IPv4 addresses. `Err` names the first
+    /// entry that is neither.
+    pub fn from_request(list: &[String], caller: IpAddr) -> Result<Self, String> {
+        if list.is_empty() {
+            return Ok(Self::Only(vec![caller]));
+        }
+        if list.iter().any(|ip| ip.trim() == "*") {
+            return Ok(Self::Any);
+        }
+        list.iter()
+            .map(|ip| {
+                ip.trim()
+                    .parse::<Ipv4Addr>()
+                    .map(IpAddr::V4)
+                    .map_err(|_| ip.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::Only)
+    }
+
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(ips) => ips.contains(&ip),
+        }
+    }
 }
 
 /// Who a session acts as.
@@ -119,8 +175,6 @@ pub(crate) struct World {
     pub sessions: HashMap<String, SessionRec>,
     pub oauth_clients: HashMap<u64, OauthClient>,
     pub codes: HashMap<String, Code>,
-    /// `X-Bunq-Client-Request-Id` → the payment or request-inquiry id it created.
-    pub executed_requests: HashMap<String, u64>,
     pub payments: Vec<Payment>,
     /// The owner of the fake-internal OAuth client behind `grant_oauth_access`.
     pub internal_psp: Option<u64>,
@@ -146,18 +200,42 @@ impl World {
         self.next_id
     }
 
-    /// The id an earlier call with this `X-Bunq-Client-Request-Id` created: bunq executes
-    /// a request id once, so a client retrying after a lost response gets the first
-    /// payment's id back and no money moves twice.
-    pub fn executed(&self, request_id: Option<&str>) -> Option<u64> {
-        request_id.and_then(|r| self.executed_requests.get(r).copied())
+    /// Records `request_id` as used on `installation`; false when it already was (the
+    /// call must then be refused without executing). An unknown installation has no
+    /// memory to check, so it is let through.
+    pub fn remember_request_id(&mut self, installation: &str, request_id: &str) -> bool {
+        match self.installations.get_mut(installation) {
+            Some(i) => i.used_request_ids.insert(request_id.to_owned()),
+            None => true,
+        }
     }
 
-    /// Remembers that the call with `request_id` (if it had one) created `id`.
-    pub fn remember_executed(&mut self, request_id: Option<&str>, id: u64) {
-        if let Some(r) = request_id {
-            self.executed_requests.insert(r.to_owned(), id);
+    /// The grant behind an OAuth access token, unless it was revoked.
+    pub fn live_grant(&self, access_token: &str) -> Option<u64> {
+        self.access_tokens
+            .get(access_token)
+            .copied()
+            .filter(|g| self.grants.get(g).is_some_and(|g| !g.revoked))
+    }
+
+    /// Whether `secret` (API key or OAuth access token) still opens devices and sessions.
+    pub fn credential_valid(&self, secret: &str) -> bool {
+        self.api_keys.contains_key(secret) || self.live_grant(secret).is_some()
+    }
+
+    /// Revokes every live grant of `granted_by` and ends the sessions opened with them;
+    /// returns how many grants (one access token each) it revoked.
+    pub fn revoke_grants(&mut self, granted_by: u64) -> usize {
+        let mut revoked = HashSet::new();
+        for grant in self.grants.values_mut() {
+            if grant.granted_by == granted_by && !grant.revoked {
+                grant.revoked = true;
+                revoked.insert(grant.id);
+            }
         }
+        self.sessions
+            .retain(|_, s| !matches!(s.subject, Subject::ApiKey(g) if revoked.contains(&g)));
+        revoked.len()
     }
 
     /// A sandbox `UserPerson` with an API key and two EUR accounts at 0.00.
@@ -207,6 +285,7 @@ impl World {
                 granted_by,
                 requested_by,
                 created: SystemTime::now(),
+                revoked: false,
             },
         );
         let token = random_token();
@@ -440,6 +519,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permitted_ips_follow_bunqs_rules() {
+        let caller = IpAddr::from([127, 0, 0, 1]);
+        let other = IpAddr::from([127, 0, 0, 2]);
+        let empty = PermittedIps::from_request(&[], caller).unwrap();
+        assert!(empty.allows(caller) && !empty.allows(other));
+        let list = vec!["127.0.0.2".to_owned()];
+        let listed = PermittedIps::from_request(&list, caller).unwrap();
+        assert!(listed.allows(other) && !listed.allows(caller));
+        let star = vec!["127.0.0.2".to_owned(), "*".to_owned()];
+        assert_eq!(
+            PermittedIps::from_request(&star, caller),
+            Ok(PermittedIps::Any)
+        );
+        let bad = vec!["::1".to_owned()];
+        assert_eq!(
+            PermittedIps::from_request(&bad, caller),
+            Err("::1".to_owned())
+        );
+    }
 
     #[test]
     fn amounts_parse_and_format_like_bunq() {

@@ -14,17 +14,19 @@ async fn rate_limits_answer_429_per_endpoint_and_window() {
     let fake = FakeBunq::start_with(FakeConfig {
         rate_limits: true,
         rate_limit_window: Duration::from_millis(500),
-        session_server_window: Duration::from_millis(500),
+        session_server_window: Duration::from_millis(1500),
         ..FakeConfig::default()
     })
     .await
     .unwrap();
     let user = fake.create_sandbox_user();
-    let (client, _) = Client::login(fake.api_base(), &user.api_key).await;
-    // A second session-server within the window is refused.
+    // The second client's key is made before the first session: key generation can take
+    // long enough on a loaded machine to leave the session-server window.
     let mut second = Client::new(fake.api_base());
     second.install().await;
     assert_eq!(second.device(&user.api_key).await.status, 200);
+    let (client, _) = Client::login(fake.api_base(), &user.api_key).await;
+    // A second session-server within the window is refused.
     let r = second.session(&user.api_key).await;
     assert_eq!(r.status, 429);
     assert!(r.error().contains("Too many requests"), "{}", r.error());
@@ -41,6 +43,7 @@ async fn rate_limits_answer_429_per_endpoint_and_window() {
     );
     tokio::time::sleep(Duration::from_millis(550)).await;
     assert_eq!(client.get("/user").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(second.session(&user.api_key).await.status, 200);
 }
 

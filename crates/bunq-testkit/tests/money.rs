@@ -1,9 +1,10 @@
-//! Sandbox top-ups and payments: money moves, once per request id, never below zero.
+//! Sandbox top-ups and payments: money moves, once per request id and device, never
+//! below zero.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use bunq_testkit::FakeBunq;
+use bunq_testkit::{FakeBunq, REUSED_REQUEST_ID_DESCRIPTION};
 use common::Client;
 use serde_json::{Value, json};
 
@@ -97,21 +98,30 @@ async fn payment_moves_money_between_accounts_once_per_request_id() {
         .await;
     assert_eq!(first.status, 200, "{}", first.body);
     let again = client
-        .send(reqwest::Method::POST, &path, body, Some("req-1"))
+        .send(reqwest::Method::POST, &path, body.clone(), Some("req-1"))
         .await;
-    assert_eq!(
-        again.id(),
-        first.id(),
-        "a repeated request id returns the same payment"
-    );
+    assert_eq!(again.status, 400, "a repeated request id is refused");
+    assert_eq!(again.error(), REUSED_REQUEST_ID_DESCRIPTION);
     assert_eq!(fake.balance(user.user_id, from), Some("69.50".to_owned()));
     assert_eq!(fake.balance(user.user_id, to), Some("30.50".to_owned()));
+    assert_eq!(fake.payment_count(), 1, "the refused retry did not execute");
+
+    // The memory is per device: another installation may use the same id.
+    let (other_device, _) = Client::login(fake.api_base(), &user.api_key).await;
+    let r = other_device
+        .send(reqwest::Method::POST, &path, body, Some("req-1"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_ne!(r.id(), first.id());
+    assert_eq!(fake.payment_count(), 2);
+    assert_eq!(fake.balance(user.user_id, from), Some("39.00".to_owned()));
 
     let list = client.get(&path).await;
     assert_eq!(list.status, 200);
     let payments = list.body["Response"].as_array().unwrap();
-    assert_eq!(payments.len(), 1);
-    assert_eq!(payments[0]["Payment"]["amount"]["value"], "-30.50");
+    assert_eq!(payments.len(), 2);
+    assert_eq!(payments[1]["Payment"]["amount"]["value"], "-30.50");
+    assert_eq!(payments[1]["Payment"]["id"].as_u64(), Some(first.id()));
 }
 
 #[tokio::test]

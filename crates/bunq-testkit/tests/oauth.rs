@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bunq_testkit::{FakeBunq, FakeConfig};
+use bunq_testkit::{BAD_CREDENTIALS_DESCRIPTION, FakeBunq, FakeConfig};
 use common::Client;
 use serde_json::{Value, json};
 
@@ -296,4 +296,95 @@ async fn grant_oauth_access_shortcut_opens_user_api_key_sessions() {
         session.item("UserApiKey")["granted_by_user"]["UserPerson"]["id"].as_u64(),
         Some(user.user_id)
     );
+}
+
+#[tokio::test]
+async fn revoked_grant_is_refused_at_device_and_session_server_until_a_new_consent() {
+    let fake = FakeBunq::start().await.unwrap();
+    let app = register(&fake).await;
+    let end_user = fake.create_sandbox_user();
+    let uid = end_user.user_id.to_string();
+    let code = code_for(&fake, &app, &[("user_id", &uid)]).await;
+    let (_, token) = exchange(&fake, &token_params(&app, &code), false).await;
+    let access_token = token["access_token"].as_str().unwrap().to_owned();
+    // One installation with a device and a session, one with only a device.
+    let (session, _) = Client::login(fake.api_base(), &access_token).await;
+    let mut device_only = Client::new(fake.api_base());
+    device_only.install().await;
+    assert_eq!(device_only.device(&access_token).await.status, 200);
+    // A grant by someone else stays live.
+    let bystander = fake.create_sandbox_user();
+    let other_token = fake.grant_oauth_access(bystander.user_id);
+    let (other_session, _) = Client::login(fake.api_base(), &other_token).await;
+    let session_calls = fake.calls("POST /session-server");
+
+    assert_eq!(fake.revoke_oauth_grants(end_user.user_id), 1);
+    assert_eq!(
+        fake.revoke_oauth_grants(end_user.user_id),
+        0,
+        "nothing left to revoke"
+    );
+
+    // The session opened with the token has ended.
+    let r = session.get("/user").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error(), "Insufficient authorisation.");
+    // session-server from the installation whose device holds the token: refused, signed.
+    let r = device_only.session(&access_token).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error(), BAD_CREDENTIALS_DESCRIPTION);
+    assert!(r.headers.contains_key("x-bunq-server-signature"));
+    // device-server with it on a fresh installation: refused.
+    let mut fresh = Client::new(fake.api_base());
+    fresh.install().await;
+    let r = fresh.device(&access_token).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.error(),
+        "User credentials are incorrect. Incorrect API key or IP address."
+    );
+    // Refused calls are still counted.
+    assert_eq!(fake.calls("POST /session-server"), session_calls + 1);
+    assert_eq!(other_session.get("/user").await.status, 200);
+
+    // A new consent gives a new token that works.
+    let code = code_for(&fake, &app, &[("user_id", &uid)]).await;
+    let (status, token) = exchange(&fake, &token_params(&app, &code), false).await;
+    assert_eq!(status, 200, "{token}");
+    let new_token = token["access_token"].as_str().unwrap();
+    assert_ne!(new_token, access_token);
+    let (client, _) = Client::login(fake.api_base(), new_token).await;
+    assert_eq!(client.get("/user").await.status, 200);
+}
+
+#[tokio::test]
+async fn revoke_over_the_control_endpoint_and_from_knobs() {
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let first = fake.grant_oauth_access(user.user_id);
+    let second = fake.grant_oauth_access(user.user_id);
+    let (session, _) = Client::login(fake.api_base(), &first).await;
+    let r: Value = http()
+        .post(format!("{}/revoke-oauth-grants", fake.control_url()))
+        .json(&json!({"user_id": user.user_id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["revoked"], 2);
+    assert_eq!(session.get("/user").await.status, 401);
+    let mut client = Client::new(fake.api_base());
+    client.install().await;
+    assert_eq!(client.device(&second).await.status, 400);
+
+    let third = fake.grant_oauth_access(user.user_id);
+    let (session, _) = Client::login(fake.api_base(), &third).await;
+    assert_eq!(fake.knobs().revoke_oauth_grants(user.user_id), 1);
+    assert_eq!(session.get("/user").await.status, 401);
+    // API-key sessions of the same user are not OAuth grants: they keep working.
+    let (own, _) = Client::login(fake.api_base(), &user.api_key).await;
+    assert_eq!(fake.revoke_oauth_grants(user.user_id), 0);
+    assert_eq!(own.get("/user").await.status, 200);
 }

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bunq_testkit::{FakeBunq, FakeConfig};
+use bunq_testkit::{BAD_CREDENTIALS_DESCRIPTION, FakeBunq, FakeConfig};
 use common::Client;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn api_key_flow_returns_user_person_and_lists_accounts() {
@@ -370,4 +370,93 @@ async fn shutdown_stops_serving() {
         .build()
         .unwrap();
     assert!(client.get(format!("{base}/v1/user")).send().await.is_err());
+}
+
+fn ip(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, last])
+}
+
+#[tokio::test]
+async fn empty_permitted_ips_bind_the_device_to_the_calling_ip() {
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let mut client = Client::new(fake.api_base());
+    client.install().await;
+    assert_eq!(client.device(&user.api_key).await.status, 200);
+    // session-server from another IP: refused, signed, counted.
+    client.http = common::http_from(ip(2));
+    let r = client.session(&user.api_key).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error(), BAD_CREDENTIALS_DESCRIPTION);
+    assert!(r.headers.contains_key("x-bunq-server-signature"));
+    assert_eq!(fake.calls("POST /session-server"), 1);
+    // From the device's IP: fine; then session calls from elsewhere are refused too.
+    client.http = common::http_from(ip(1));
+    let s = client.session(&user.api_key).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    client.token = Some(s.item("Token")["token"].as_str().unwrap().to_owned());
+    assert_eq!(client.get("/user").await.status, 200);
+    client.http = common::http_from(ip(2));
+    let r = client.get("/user").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error(), BAD_CREDENTIALS_DESCRIPTION);
+}
+
+#[tokio::test]
+async fn absent_permitted_ips_bind_like_an_empty_list() {
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let mut client = Client::new(fake.api_base());
+    client.install().await;
+    client.http = common::http_from(ip(3));
+    let r = client
+        .post(
+            "/device-server",
+            json!({"description": "x", "secret": user.api_key}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(client.session(&user.api_key).await.status, 200);
+    client.http = common::http_from(ip(1));
+    assert_eq!(client.session(&user.api_key).await.status, 400);
+}
+
+#[tokio::test]
+async fn listed_permitted_ips_bind_to_those_and_a_star_allows_any() {
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let device =
+        |ips: Value| json!({"description": "x", "secret": user.api_key, "permitted_ips": ips});
+
+    let mut listed = Client::new(fake.api_base());
+    listed.install().await;
+    let r = listed
+        .post("/device-server", device(json!(["127.0.0.4"])))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Not even the IP that registered the device, if it is not listed.
+    assert_eq!(listed.session(&user.api_key).await.status, 400);
+    listed.http = common::http_from(ip(4));
+    assert_eq!(listed.session(&user.api_key).await.status, 200);
+
+    let mut any = Client::new(fake.api_base());
+    any.install().await;
+    let r = any
+        .post("/device-server", device(json!(["127.0.0.4", "*"])))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    any.http = common::http_from(ip(5));
+    let s = any.session(&user.api_key).await;
+    assert_eq!(s.status, 200);
+    any.token = Some(s.item("Token")["token"].as_str().unwrap().to_owned());
+    any.http = common::http_from(ip(6));
+    assert_eq!(any.get("/user").await.status, 200);
+
+    let mut bad = Client::new(fake.api_base());
+    bad.install().await;
+    let r = bad
+        .post("/device-server", device(json!(["not-an-ip"])))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("not-an-ip"), "{}", r.error());
 }

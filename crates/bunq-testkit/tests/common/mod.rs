@@ -33,6 +33,21 @@ impl Response {
     }
 }
 
+/// The statuses bunq answers without `X-Bunq-Server-Signature`.
+pub fn unsigned_status(status: u16) -> bool {
+    status == 429 || status == 491 || (500..600).contains(&status)
+}
+
+/// An HTTP client whose connections leave from `ip` (another loopback address such as
+/// 127.0.0.2 stands for another egress IP).
+pub fn http_from(ip: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip)
+        .build()
+        .unwrap()
+}
+
 pub struct Client {
     pub http: reqwest::Client,
     pub api_base: String,
@@ -99,10 +114,16 @@ impl Client {
             headers.contains_key("x-bunq-client-response-id"),
             "every response carries a response id"
         );
-        if let (Some(server_key), true) = (&self.server_key, self.verify) {
+        if unsigned_status(status) {
+            // bunq does not sign 429, 491 and 5xx answers; neither does the fake.
+            assert!(
+                !headers.contains_key("x-bunq-server-signature"),
+                "a {status} answer must not be signed"
+            );
+        } else if let (Some(server_key), true) = (&self.server_key, self.verify) {
             let sig = headers
                 .get("x-bunq-server-signature")
-                .expect("every response is signed")
+                .expect("every other response is signed")
                 .to_str()
                 .unwrap();
             server_key
