@@ -46,6 +46,9 @@ pub(crate) struct AppState {
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) idempotency_retention: Duration,
+    /// The proxy's bound end to end: its calls are not sent after `request_timeout`,
+    /// and one that was sent gets the time of one upstream exchange more to answer.
+    pub(crate) proxy_timeout: Duration,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -165,6 +168,9 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: config.http.request_timeout,
         idempotency_retention: config.http.idempotency_retention,
+        proxy_timeout: config.http.request_timeout
+            + config.http.upstream_timeout
+            + Duration::from_secs(1),
     }))
 }
 
@@ -193,6 +199,8 @@ pub(crate) fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+const PROXY_ROUTE: &str = "/v1/users/{user_ref}/bunq/{*path}";
+
 /// A static name per route, so that metric labels cost no allocation.
 fn route_label(path: Option<&MatchedPath>) -> &'static str {
     match path.map(MatchedPath::as_str) {
@@ -202,7 +210,7 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
         Some("/oauth/callback") => "/oauth/callback",
         Some("/v1/authorizations") => "/v1/authorizations",
         Some("/v1/users/{user_ref}") => "/v1/users/{user_ref}",
-        Some("/v1/users/{user_ref}/bunq/{*path}") => "/v1/users/{user_ref}/bunq/{*path}",
+        Some(PROXY_ROUTE) => PROXY_ROUTE,
         _ => "other",
     }
 }
@@ -212,7 +220,12 @@ async fn observe(State(state): State<Shared>, request: Request, next: Next) -> R
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let started = Instant::now();
-    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+    let limit = if route == PROXY_ROUTE {
+        state.proxy_timeout
+    } else {
+        state.request_timeout
+    };
+    let response = match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

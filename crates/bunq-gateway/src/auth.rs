@@ -50,6 +50,13 @@ impl ApiKeys {
     }
 }
 
+/// Who calls, for scoping its `Idempotency-Key`s: the hex SHA-256 of its bearer token
+/// (already accepted by the time this runs), never the token itself.
+pub(crate) fn caller_id(authorization: Option<&HeaderValue>) -> String {
+    let digest = sha256(authorization.and_then(bearer_token).unwrap_or_default());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The token of `Bearer <token>` (scheme case-insensitive, RFC 7235).
 fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
     let bytes = value.as_bytes();

@@ -33,6 +33,7 @@ pub mod config;
 mod connect;
 mod connector;
 mod error;
+mod idempotent;
 mod metrics;
 mod proxy;
 

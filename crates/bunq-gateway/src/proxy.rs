@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use bunq_session::{ApiRequest, CredentialId, Error as SessionError};
+use bunq_session::{ApiRequest, CredentialId, Error as SessionError, RawResponse};
 use bunq_store::UserStatus;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use crate::app::{Shared, body_or_error};
 use crate::connect::valid_user_ref;
 use crate::error::ApiError;
+use crate::idempotent;
 use crate::metrics::{BunqOutcome, endpoint_label};
 
 /// The installation → device → session lifecycle belongs to the gateway: a caller who
@@ -29,6 +30,9 @@ const RESPONSE_ID_HEADER: &str = "x-bunq-client-response-id";
 /// POSTs are never retried, whatever the caller says (a payment must not run twice).
 pub(crate) const IDEMPOTENT_HEADER: &str = "x-gateway-idempotent";
 
+/// The caller's key that makes its retries of a write safe (see `idempotent.rs`).
+pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
 /// Forwards one call.
 pub(crate) async fn forward(
     State(state): State<Shared>,
@@ -38,26 +42,70 @@ pub(crate) async fn forward(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     valid_user_ref(&user_ref)?;
     let body = body_or_error(body, state.max_body_bytes)?;
     let path_and_query = upstream_path(&uri)?;
+    let key = idempotency_key(&method, &headers)?;
     let credential = route(&state, &user_ref).await?;
 
     let endpoint = endpoint_label(&method, &path_and_query);
-    let started = Instant::now();
-    let result = state
-        .sessions
-        .request(
-            &credential,
-            api_request(method, path_and_query, body, &headers),
+    let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // Nothing is sent once the caller's time is up; a call that was sent is not cut
+    // short by it (the outer timeout leaves room for one upstream exchange).
+    let request = api_request(method, path_and_query, body, &headers)
+        .with_deadline(started + state.request_timeout);
+    let result = if let Some(key) = key {
+        let caller = crate::auth::caller_id(headers.get(http::header::AUTHORIZATION));
+        match idempotent::send(
+            &state,
+            &caller,
+            &user_ref,
+            &key,
+            credential.clone(),
+            request,
         )
-        .await;
-    let took = started.elapsed();
+        .await?
+        {
+            idempotent::Sent::Bunq(result) => result,
+            idempotent::Sent::Answer(response) => return Ok(response),
+        }
+    } else if writes {
+        // A write in flight must not be dropped halfway by a caller that hangs up: its
+        // outcome is then unknown to everyone. Spawned, it runs to its end.
+        let sessions = std::sync::Arc::clone(&state.sessions);
+        let credential = credential.clone();
+        tokio::spawn(async move { sessions.request(&credential, request).await })
+            .await
+            .map_err(|_| ApiError::internal("the bunq call failed inside the gateway"))?
+    } else {
+        state.sessions.request(&credential, request).await
+    };
+    answer(
+        &state,
+        &user_ref,
+        &credential,
+        &endpoint,
+        started.elapsed(),
+        result,
+    )
+    .await
+}
+
+/// The caller's answer for bunq's answer (or the failure to get one).
+async fn answer(
+    state: &Shared,
+    user_ref: &str,
+    credential: &CredentialId,
+    endpoint: &str,
+    took: std::time::Duration,
+    result: Result<RawResponse, SessionError>,
+) -> Result<Response, ApiError> {
     match result {
         Ok(raw) => {
             state
                 .metrics
-                .observe_bunq(&endpoint, BunqOutcome::Status(raw.status), took);
+                .observe_bunq(endpoint, BunqOutcome::Status(raw.status), took);
             let status = StatusCode::from_u16(raw.status).map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
@@ -82,13 +130,13 @@ pub(crate) async fn forward(
         Err(e) => {
             state
                 .metrics
-                .observe_bunq(&endpoint, BunqOutcome::Failed(outcome_word(&e)), took);
+                .observe_bunq(endpoint, BunqOutcome::Failed(outcome_word(&e)), took);
             match &e {
                 // The store no longer knows the credential (the user was deleted, or a
                 // new consent replaced it meanwhile): stop trusting the cache for it.
-                SessionError::NotConnected(_) => forget_route(&state, &user_ref, &credential),
+                SessionError::NotConnected(_) => forget_route(state, user_ref, credential),
                 SessionError::Revoked { descriptions, .. } => {
-                    return Err(revoked(&state, &user_ref, &credential, descriptions).await);
+                    return Err(revoked(state, user_ref, credential, descriptions).await);
                 }
                 SessionError::SessionBackoff { retry_after, .. } => {
                     return Err(ApiError::new(
@@ -104,6 +152,27 @@ pub(crate) async fn forward(
             Err(session_error(&e))
         }
     }
+}
+
+/// `Idempotency-Key` of a write: 1 to 255 visible ASCII characters (the IETF draft
+/// leaves the format to the server; Stripe allows 255). Ignored on reads, which are
+/// idempotent by themselves.
+fn idempotency_key(method: &Method, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(None);
+    }
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The bunq request, marked idempotent (retried once after a session renewal) for a

@@ -128,6 +128,8 @@ async fn connects_a_user_and_proxies_calls_for_them() {
         )
         .await;
     assert_eq!(failed.status(), 503);
+    // bunq does not sign its 5xx: an outage, not a forgery.
+    assert_eq!(error_code(failed).await, "bunq_unavailable");
     assert_eq!(env.fake.calls(payment_endpoint), payments_before + 1);
 
     // Metrics saw the routes, the bunq calls and the sessions.
@@ -143,7 +145,9 @@ async fn connects_a_user_and_proxies_calls_for_them() {
         "{text}"
     );
     assert!(
-        text.contains(r#"endpoint="POST /user/{id}/monetary-account/{id}/payment",status="503""#),
+        text.contains(
+            r#"endpoint="POST /user/{id}/monetary-account/{id}/payment",status="unavailable""#
+        ),
         "{text}"
     );
     assert!(text.contains(r#"status="signature_invalid""#));

@@ -215,6 +215,21 @@ impl RawResponse {
             && is_dead_session(self.status, &self.error_descriptions())
     }
 
+    /// Whether bunq refused the request because its `X-Bunq-Client-Request-Id` was used
+    /// before on the same device ("the server will respond with an error when the same
+    /// ID is used again on the same DeviceServer"): the earlier request with that id
+    /// reached bunq. bunq documents the rule, not its wording, so any 4xx whose
+    /// description speaks of the request id (or of the same id) counts: on a resend with
+    /// a reused id, mistaking another refusal for this one says "reconcile" where "not
+    /// executed" was true, the safe direction for a payment.
+    pub fn is_reused_request_id(&self) -> bool {
+        (400..500).contains(&self.status)
+            && self.error_descriptions().iter().any(|d| {
+                let d = d.to_ascii_lowercase();
+                d.contains("request id") || d.contains("request-id") || d.contains("same id")
+            })
+    }
+
     /// `Ok(self)` for 2xx, else [`Error::Api`] with every description and the response id.
     pub fn into_result(self) -> Result<Self, Error> {
         if self.is_success() {

@@ -279,7 +279,7 @@ impl<S: ContextStore> SessionManager<S> {
         };
         let session = match context.session.clone().filter(|s| self.is_fresh(s)) {
             Some(session) => session,
-            None => match self.open_session(credential, &mut context).await {
+            None => match self.open_session(credential, &mut context, None).await {
                 Ok(session) => session,
                 Err(e) => {
                     if let Some(refusal) = Refusal::of(&e) {
@@ -332,10 +332,11 @@ impl<S: ContextStore> SessionManager<S> {
         &self,
         credential: &CredentialId,
         context: &mut ApiContext,
+        deadline: Option<Instant>,
     ) -> Result<Session, Error> {
         let had_device = context.device.is_some();
         let first = match self.ensure_device(credential, context).await {
-            Ok(()) => self.create_session(context).await,
+            Ok(()) => self.create_session(context, deadline).await,
             Err(e) => Err(e),
         };
         let session = match first {
@@ -346,7 +347,7 @@ impl<S: ContextStore> SessionManager<S> {
                 context.session = None;
                 self.inner.store.save(credential, context).await?;
                 self.ensure_device(credential, context).await?;
-                self.create_session(context).await?
+                self.create_session(context, deadline).await?
             }
             other => other?,
         };
@@ -359,15 +360,20 @@ impl<S: ContextStore> SessionManager<S> {
         Ok(session)
     }
 
-    async fn create_session(&self, context: &ApiContext) -> Result<Session, Error> {
+    /// session-server through the pacer, waiting for a turn at most
+    /// `session_wait_timeout`, and never past the caller's `deadline`.
+    async fn create_session(
+        &self,
+        context: &ApiContext,
+        deadline: Option<Instant>,
+    ) -> Result<Session, Error> {
+        let waited =
+            crate::rate_limit::after(Instant::now(), self.inner.config.session_wait_timeout);
+        let until = deadline.map_or(waited, |d| d.min(waited));
         let session = self
             .inner
             .client
-            .session_server_within(
-                &context.installation,
-                &context.secret,
-                self.inner.config.session_wait_timeout,
-            )
+            .session_server_until(&context.installation, &context.secret, until)
             .await;
         // Counted whatever the outcome: bunq counts the call, not the session.
         if !matches!(session, Err(Error::SessionCapacity { .. })) {
@@ -387,7 +393,7 @@ impl<S: ContextStore> SessionManager<S> {
         let slot = self.slot(credential);
         match slot.fresh() {
             Some(live) => Ok(live),
-            None => self.renew(credential, &slot, None).await,
+            None => self.renew(credential, &slot, None, None).await,
         }
     }
 
@@ -415,6 +421,7 @@ impl<S: ContextStore> SessionManager<S> {
         credential: &CredentialId,
         slot: &Slot,
         rejected: Option<&Session>,
+        deadline: Option<Instant>,
     ) -> Result<Arc<Live>, Error> {
         let mut guard = slot.renew.lock().await;
         let state = &mut *guard;
@@ -464,7 +471,7 @@ impl<S: ContextStore> SessionManager<S> {
         let Some(context) = state.context.as_mut() else {
             return Err(Error::NotConnected(credential.clone()));
         };
-        match self.open_session(credential, context).await {
+        match self.open_session(credential, context, deadline).await {
             Ok(session) => {
                 state.backoff = None;
                 Ok(self.publish(slot, &context.installation, &session))
@@ -504,6 +511,9 @@ impl<S: ContextStore> SessionManager<S> {
     /// session is dead (401/403 "Insufficient authorisation."), the session is renewed
     /// once for all concurrent callers, and the call is retried once if it is
     /// idempotent; a POST is never sent twice: its 401 response is returned as is.
+    ///
+    /// The request's [`deadline`](ApiRequest::deadline) bounds every wait before the
+    /// call is sent, a session renewal's turn at the pacer included.
     pub async fn request(
         &self,
         credential: &CredentialId,
@@ -512,7 +522,7 @@ impl<S: ContextStore> SessionManager<S> {
         let slot = self.slot(credential);
         let live = match slot.fresh() {
             Some(live) => live,
-            None => self.renew(credential, &slot, None).await?,
+            None => self.renew(credential, &slot, None, req.deadline).await?,
         };
         let client = &self.inner.client;
         let resp = client
@@ -524,12 +534,17 @@ impl<S: ContextStore> SessionManager<S> {
         tracing::debug!(%credential, "session rejected by bunq; renewing");
         if !req.is_retryable() {
             // Renew for the next call, but answer this one with bunq's refusal.
-            if let Err(e) = self.renew(credential, &slot, Some(&live.session)).await {
+            if let Err(e) = self
+                .renew(credential, &slot, Some(&live.session), req.deadline)
+                .await
+            {
                 tracing::warn!(%credential, error = %e, "session renewal failed");
             }
             return Ok(resp);
         }
-        let renewed = self.renew(credential, &slot, Some(&live.session)).await?;
+        let renewed = self
+            .renew(credential, &slot, Some(&live.session), req.deadline)
+            .await?;
         client
             .send(Auth::Session(&renewed.installation, &renewed.session), &req)
             .await
