@@ -1,5 +1,6 @@
 //! Test support: a fake bunq with a registered OAuth client, and the real gateway binary
-//! started against it.
+//! started against it. Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -126,6 +127,36 @@ workers = 2
             client_id = self.oauth.client_id.as_str(),
             client_secret = self.oauth.client_secret.expose_secret(),
         )
+    }
+
+    /// Starts the gateway with the standard config changed by `edit` (e.g. a
+    /// `.replace("rate_limits = false", ...)`), on the same database every time.
+    pub fn start_gateway_edited(&self, edit: impl Fn(String) -> String) -> Gateway {
+        let config = self.write_config("gateway.toml", &edit(self.config_text(600)));
+        Gateway::start(&config, self.dir.path())
+    }
+
+    /// Connects `user_ref` as `end_user` and returns the user's `bunq_user_id` and
+    /// first account id (a top-up of 100.00 on it is done, for payments).
+    pub async fn connected_payer(&self, gw: &Gateway, user_ref: &str) -> (u64, u64) {
+        let end_user = self.end_user();
+        let callback = self.connect(gw, user_ref, end_user.user_id).await;
+        assert_eq!(callback.status(), 302);
+        let (_, user) = self.user(gw, user_ref).await;
+        let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
+        let account = end_user.monetary_account_ids[0];
+        let top_up = serde_json::json!({
+            "amount_inquired": {"value": "100.00", "currency": "EUR"},
+            "counterparty_alias": {"type": "EMAIL", "value": "sugardaddy@bunq.com"},
+            "description": "top up",
+            "allow_bunqme": false
+        });
+        let path = format!("user/{bunq_user_id}/monetary-account/{account}/request-inquiry");
+        let topped = self
+            .proxy(gw, reqwest::Method::POST, user_ref, &path, Some(top_up))
+            .await;
+        assert_eq!(topped.status(), 200);
+        (bunq_user_id, account)
     }
 
     /// Writes `text` as the config file and returns its path.
@@ -310,6 +341,12 @@ impl Gateway {
             assert!(Instant::now() < deadline, "gateway did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL: no shutdown, nothing flushed but what was committed.
+    pub fn sigkill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then the exit status.
