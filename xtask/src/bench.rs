@@ -8,6 +8,7 @@
 //! with apt-get (and says so). Results: a table on stdout and `target/bench/report.json`.
 //! See `docs/PERFORMANCE.md` for the method and the latest figures.
 
+mod connect_rate;
 mod gateway;
 mod load;
 mod nginx;
@@ -231,6 +232,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     let n = if args.quick { 8 } else { 24 };
     if let Err(e) = proxy::callbacks_per_second(&mut report, &gw, &user.bearer, n, 4).await {
         report.skip("5", "callbacks per second", e);
+    }
+    heading("7. connect rate at bunq's session limit (windows shortened 10x)");
+    let bunq_minutes = if args.quick { 1 } else { 5 };
+    if let Err(e) = connect_rate::measure(&mut report, &bin, &dir, bunq_minutes).await {
+        report.skip("7", "connect rate", e);
     }
     let idle_rss_a = gw.pid().and_then(load::rss_mib);
     let _ = gw.terminate();

@@ -270,6 +270,12 @@ impl FakeBunq {
         self.shared.calls(endpoint)
     }
 
+    /// Calls the rate limits refused with 429 (those of `fail_next_with_status` not
+    /// included): what a client that stays inside bunq's limits keeps at zero.
+    pub fn rate_limited_calls(&self) -> u64 {
+        self.shared.rate_limited()
+    }
+
     /// Requests to the API and OAuth endpoints, unknown routes included.
     pub fn total_calls(&self) -> u64 {
         self.shared.total_calls()

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub signer: Signer,
     calls: Mutex<HashMap<&'static str, u64>>,
     total: AtomicU64,
+    /// Calls refused with 429 by the rate limits (not by a knob).
+    rate_limited: AtomicU64,
     rate: Mutex<RateLimiter>,
 }
 
@@ -47,6 +49,7 @@ impl Shared {
             signer,
             calls: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             rate: Mutex::new(RateLimiter::default()),
         }
     }
@@ -87,6 +90,10 @@ impl Shared {
 
     pub fn total_calls(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
     }
 
     /// The knobs that apply before a call is executed: latency, forced failures, rate
@@ -133,6 +140,7 @@ impl Shared {
                 .map(|mut r| r.admit(peer.ip(), endpoint, limit, window))
                 .unwrap_or(true);
             if !admitted {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let text = format!(
                     "Too many requests. You can do a maximum of {limit} {label} calls per {} second to this endpoint.",
                     window.as_secs().max(1)

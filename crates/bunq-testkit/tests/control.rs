@@ -45,6 +45,11 @@ async fn rate_limits_answer_429_per_endpoint_and_window() {
     assert_eq!(client.get("/user").await.status, 200);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(second.session(&user.api_key).await.status, 200);
+    assert_eq!(
+        fake.rate_limited_calls(),
+        2,
+        "each 429 of the limits is counted"
+    );
 }
 
 #[tokio::test]
@@ -66,6 +71,13 @@ async fn rate_limits_are_off_by_default_and_switch_on_by_knob() {
         v
     };
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429]);
+    fake.knobs().fail_next_with_status(429, 1);
+    assert_eq!(client.get("/user").await.status, 429);
+    assert_eq!(
+        fake.rate_limited_calls(),
+        1,
+        "a knob's 429 is not the limits'"
+    );
 }
 
 #[tokio::test]
