@@ -331,6 +331,7 @@ impl BunqClient {
             POOL_IDLE_TIMEOUT,
             // HTTPS_PROXY / ALL_PROXY / NO_PROXY, as reqwest (and curl) read them.
             hyper_util::client::proxy::matcher::Matcher::from_env(),
+            config.local_address,
         );
         let verified = (config.verify_cache_entries > 0)
             .then(|| VerifiedCache::new(config.verify_cache_entries));

@@ -64,6 +64,10 @@ pub struct ClientConfig {
     /// [`Error::UnexpectedResponse`](crate::Error::UnexpectedResponse), not a memory
     /// hazard. bunq's lists are at most 200 objects.
     pub max_response_bytes: usize,
+    /// The local address connections to bunq leave from (`None`: the system's choice).
+    /// bunq counts its limits, and binds devices, per IP: a host with several egress
+    /// addresses picks one here.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -84,6 +88,7 @@ impl ClientConfig {
             retry_backoff: Duration::from_secs(1),
             verify_cache_entries: 1024,
             max_response_bytes: 32 * 1024 * 1024,
+            local_address: None,
         }
     }
 
@@ -103,6 +108,12 @@ impl ClientConfig {
     /// is verified with RSA).
     pub fn verify_cache_entries(mut self, entries: usize) -> Self {
         self.verify_cache_entries = entries;
+        self
+    }
+
+    /// Sets the local address connections leave from.
+    pub fn local_address(mut self, address: std::net::IpAddr) -> Self {
+        self.local_address = Some(address);
         self
     }
 

@@ -397,23 +397,6 @@ impl<S: ContextStore> SessionManager<S> {
         }
     }
 
-    /// Whether bunq refused `credential` itself (see [`Error::Revoked`]) since it was
-    /// last connected; such a credential gets no call until
-    /// [`connect`](Self::connect).
-    pub fn is_revoked(&self, credential: &CredentialId) -> bool {
-        let slot = self
-            .inner
-            .slots
-            .read()
-            .ok()
-            .and_then(|slots| slots.get(credential).cloned());
-        slot.is_some_and(|slot| {
-            slot.renew
-                .try_lock()
-                .is_ok_and(|state| state.revoked.is_some())
-        })
-    }
-
     /// Gets a usable session, creating one if needed. With `rejected`, bunq declared
     /// that session dead: renew unless another task already replaced it.
     async fn renew(
@@ -480,6 +463,10 @@ impl<S: ContextStore> SessionManager<S> {
                 if let Some(refusal) = Refusal::of(&e) {
                     tracing::warn!(%credential, "bunq refused the credential: access withdrawn");
                     state.revoked = Some(refusal.clone());
+                    // The published session died with the grant: nothing may use it.
+                    if let Ok(mut live) = slot.live.write() {
+                        *live = None;
+                    }
                     return Err(refusal.error(credential));
                 }
                 // Waiting for a turn is not the credential's failure; everything else

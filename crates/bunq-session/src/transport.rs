@@ -153,8 +153,14 @@ pub(crate) struct Transport {
 impl Transport {
     /// Pools whose connections connect within `connect_timeout` (through a proxy when
     /// `proxies` says so), have Nagle off, and are closed after `idle_timeout` unused.
-    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, proxies: Matcher) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        proxies: Matcher,
+        local_address: Option<std::net::IpAddr>,
+    ) -> Self {
         let mut http = HttpConnector::new();
+        http.set_local_address(local_address);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         // The https connector below decides the scheme; the plain one must let it.
@@ -322,7 +328,12 @@ mod tests {
     }
 
     fn transport(proxies: Matcher) -> Transport {
-        Transport::new(Duration::from_secs(2), Duration::from_secs(60), proxies)
+        Transport::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            proxies,
+            None,
+        )
     }
 
     /// A GET of `url` through `transport`, with a short timeout.

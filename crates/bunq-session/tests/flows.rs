@@ -562,3 +562,160 @@ async fn disconnect_waits_for_a_renewal_in_flight_so_nothing_is_saved_after_the_
         .into_result()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_withdrawn_grant_is_revoked_after_one_check_and_nothing_is_sent_for_it_again() {
+    let (fake, m, _store) = plain().await;
+    let user = fake.create_sandbox_user();
+    let cred = CredentialId::new("leaver");
+    let ctx = m
+        .connect(
+            &cred,
+            SecretString::from(fake.grant_oauth_access(user.user_id)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ctx.session.unwrap().granted_by_user_id, Some(user.user_id));
+    assert_eq!(fake.revoke_oauth_grants(user.user_id), 1);
+    let sessions = fake.calls("POST /session-server");
+    let devices = fake.calls("POST /device-server");
+    // The session dies with the grant; its renewal is refused; a fresh installation's
+    // device-server is refused too: revoked, at the cost of one session-server call.
+    let err = m.request(&cred, get_user(user.user_id)).await.unwrap_err();
+    assert!(matches!(err, Error::Revoked { status: 400, .. }), "{err:?}");
+    assert!(!err.may_have_reached_bunq());
+    assert_eq!(fake.calls("POST /session-server"), sessions + 1);
+    assert_eq!(fake.calls("POST /device-server"), devices + 1);
+    let total = fake.total_calls();
+    for _ in 0..5 {
+        let err = m.request(&cred, get_user(user.user_id)).await.unwrap_err();
+        assert!(matches!(err, Error::Revoked { .. }), "{err:?}");
+    }
+    assert_eq!(
+        fake.total_calls(),
+        total,
+        "a revoked credential costs bunq nothing"
+    );
+
+    // A new consent (a new token) connects again.
+    m.connect(
+        &cred,
+        SecretString::from(fake.grant_oauth_access(user.user_id)),
+    )
+    .await
+    .unwrap();
+    assert!(m.request(&cred, get_user(user.user_id)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_device_bound_to_another_ip_is_replaced_by_a_fresh_installation() {
+    let fake = FakeBunq::start().await.unwrap();
+    let store = Arc::new(MemoryContextStore::new());
+    let user = fake.create_sandbox_user();
+    let cred = CredentialId::new("mover");
+    // Connected from 127.0.0.1: the device is bound to it (permitted_ips: []).
+    let first = manager(
+        client(&fake, RateLimitPolicy::disabled(), 0),
+        &store,
+        SessionManagerConfig::default(),
+    );
+    let ctx = first
+        .connect(&cred, SecretString::from(user.api_key.clone()))
+        .await
+        .unwrap();
+    let old_installation = ctx.installation.id;
+    // The egress changes to 127.0.0.2, and the stored session is gone.
+    let mut moved = ctx.clone();
+    moved.session = None;
+    store.save(&cred, &moved).await.unwrap();
+    let mut config = ClientConfig::new(Environment::Custom {
+        api_base: fake.api_base(),
+    })
+    .rate_limits(RateLimitPolicy::disabled())
+    // Connections now leave from 127.0.0.2: another IP to bunq.
+    .local_address("127.0.0.2".parse().unwrap());
+    config.max_retries = 0;
+    let second = manager(
+        BunqClient::new(config).unwrap(),
+        &store,
+        SessionManagerConfig::default(),
+    );
+    let sessions = fake.calls("POST /session-server");
+    let session = second.session(&cred).await.unwrap();
+    assert_eq!(
+        fake.calls("POST /session-server"),
+        sessions + 2,
+        "refused from the new IP, then opened from a fresh installation"
+    );
+    let stored = store.load(&cred).await.unwrap().unwrap();
+    assert_ne!(
+        stored.installation.id, old_installation,
+        "a new installation"
+    );
+    assert_eq!(stored.session.unwrap().id, session.id);
+    assert!(second.request(&cred, get_user(user.user_id)).await.is_ok());
+}
+
+#[tokio::test]
+async fn passing_failures_back_off_per_credential_with_growing_delays() {
+    // Sessions of 31 s: with the 30 s renewal margin, one is due for renewal after 1 s.
+    let fake = FakeBunq::start_with(FakeConfig {
+        session_timeout: Duration::from_secs(31),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let store = Arc::new(MemoryContextStore::new());
+    let m = manager(
+        client(&fake, RateLimitPolicy::disabled(), 0),
+        &store,
+        SessionManagerConfig {
+            refusal_backoff: Duration::from_millis(300),
+            ..SessionManagerConfig::default()
+        },
+    );
+    let (cred, _) = connect_sandbox_user(&fake, &m, "flaky").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // bunq is down when the renewal is due: an outage, then a back-off without calls.
+    fake.knobs().fail_next_with_status(503, 2);
+    let sessions = fake.calls("POST /session-server");
+    let err = m.session(&cred).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { status: 503, .. }),
+        "{err:?}"
+    );
+    let err = m.session(&cred).await.unwrap_err();
+    let Error::SessionBackoff {
+        retry_after,
+        failures: 1,
+        ..
+    } = err
+    else {
+        panic!("expected a back-off, got {err:?}");
+    };
+    assert!(retry_after <= Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    // The second failure doubles the delay.
+    let err = m.session(&cred).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = m.session(&cred).await.unwrap_err();
+    let Error::SessionBackoff {
+        retry_after,
+        failures: 2,
+        ..
+    } = err
+    else {
+        panic!("expected a second back-off, got {err:?}");
+    };
+    assert!(retry_after > Duration::from_millis(300), "{retry_after:?}");
+    assert_eq!(
+        fake.calls("POST /session-server") - sessions,
+        2,
+        "one call per failure"
+    );
+    tokio::time::sleep(retry_after + Duration::from_millis(20)).await;
+    assert!(
+        m.session(&cred).await.is_ok(),
+        "recovers after the back-off"
+    );
+}
