@@ -83,6 +83,7 @@ pub(crate) fn client_config(config: &Config) -> ClientConfig {
     let rate_limits = RateLimitPolicy::bunq()
         .enabled(config.bunq.rate_limits)
         .window(config.bunq.rate_limit_window)
+        .scope(config.bunq.rate_limit_scope)
         .session_server_window(config.bunq.session_window);
     // 0 entries: every response is verified with RSA.
     let verify_cache_entries = if config.bunq.verify_cache {

@@ -82,6 +82,9 @@ pub struct BunqSettings {
     pub session_window: Duration,
     /// The window of bunq's other limits (bunq: 3 s).
     pub rate_limit_window: Duration,
+    /// What counts as one endpoint for those limits: ids folded (`endpoint`, the
+    /// cautious default) or each concrete path (`path`).
+    pub rate_limit_scope: bunq_session::LimitScope,
     /// The longest a caller waits in the session-server queue before 503
     /// `session_capacity` with a `Retry-After` from its place in the queue.
     pub session_wait: Duration,
@@ -279,6 +282,11 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             3_000,
             (1, 3_600_000),
         )?),
+        rate_limit_scope: match src.str("bunq.rate_limit_scope")?.unwrap_or("endpoint") {
+            "endpoint" => bunq_session::LimitScope::EndpointPattern,
+            "path" => bunq_session::LimitScope::ConcretePath,
+            _ => return Err(src.err("bunq.rate_limit_scope", "must be \"endpoint\" or \"path\"")),
+        },
         session_wait: Duration::from_secs(src.int("bunq.session_wait_seconds", 35, (0, 3_600))?),
         permitted_ips: src.str_list("bunq.permitted_ips")?.unwrap_or_default(),
         verify_cache: src.bool("bunq.verify_cache", true)?,

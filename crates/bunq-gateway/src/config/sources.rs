@@ -54,6 +54,7 @@ const KEYS: &[KeySpec] = &[
     sec("bunq", "rate_limits", Kind::Bool),
     sec("bunq", "session_window_ms", Kind::Int),
     sec("bunq", "rate_limit_window_ms", Kind::Int),
+    sec("bunq", "rate_limit_scope", Kind::Str),
     sec("bunq", "session_wait_seconds", Kind::Int),
     sec("bunq", "permitted_ips", Kind::StrList),
     sec("bunq", "verify_cache", Kind::Bool),

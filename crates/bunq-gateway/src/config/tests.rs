@@ -216,3 +216,46 @@ fn debug_does_not_show_secrets() {
     assert!(!dbg.contains(KEY));
     assert!(!dbg.contains("0123456789abcdef0123"));
 }
+
+#[test]
+fn lifecycle_settings_have_bunqs_defaults_and_can_be_shortened() {
+    let c = load(&full(), &[]).expect("valid");
+    assert_eq!(c.bunq.session_window, Duration::from_secs(30));
+    assert_eq!(c.bunq.rate_limit_window, Duration::from_secs(3));
+    assert_eq!(c.bunq.session_wait, Duration::from_secs(35));
+    assert_eq!(
+        c.bunq.rate_limit_scope,
+        bunq_session::LimitScope::EndpointPattern,
+        "cautious by default"
+    );
+    assert!(c.bunq.permitted_ips.is_empty());
+    assert_eq!(c.oauth.callback_wait, Duration::from_secs(3));
+    assert_eq!(c.http.idempotency_retention, Duration::from_secs(86_400));
+    let c = load(
+        &full(),
+        &[
+            ("BUNQ_GATEWAY_BUNQ_SESSION_WINDOW_MS", "2000"),
+            ("BUNQ_GATEWAY_BUNQ_RATE_LIMIT_SCOPE", "path"),
+            ("BUNQ_GATEWAY_BUNQ_PERMITTED_IPS", "203.0.113.7,*"),
+            ("BUNQ_GATEWAY_OAUTH_CALLBACK_WAIT_MS", "0"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.bunq.session_window, Duration::from_secs(2));
+    assert_eq!(
+        c.bunq.rate_limit_scope,
+        bunq_session::LimitScope::ConcretePath
+    );
+    assert_eq!(c.bunq.permitted_ips, vec!["203.0.113.7", "*"]);
+    assert_eq!(c.oauth.callback_wait, Duration::ZERO);
+    let err = load(&full(), &[("BUNQ_GATEWAY_BUNQ_RATE_LIMIT_SCOPE", "ids")]).expect_err("bad");
+    assert_eq!(err.key(), Some("bunq.rate_limit_scope"), "{err}");
+}
+
+#[test]
+fn redirect_uri_is_kept_exactly_as_written() {
+    // bunq compares redirect_uri as a string: a URL type would add a slash.
+    let with = full().replace("[oauth]", "[oauth]\nredirect_uri = \"https://app.example\"");
+    let c = load(&with, &[]).expect("valid");
+    assert_eq!(c.oauth.redirect_uri, "https://app.example");
+}
