@@ -136,6 +136,13 @@ async fn retries_with_one_key_execute_a_payment_once_whatever_loses_the_answer()
     assert_eq!((status, code.as_str()), (502, "outcome_unknown"));
     assert!(request_id.is_some());
     assert_eq!(env.fake.payment_count(), before + 1);
+    // Nor is an answer slower than the timeout.
+    env.fake
+        .knobs()
+        .delay_after_execute(Duration::from_millis(2500), 1);
+    let (status, code, _, _) = pay(&env, &gw, payer, None, 150).await;
+    assert_eq!((status, code.as_str()), (502, "outcome_unknown"));
+    assert_eq!(env.fake.payment_count(), before + 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
