@@ -8,12 +8,30 @@ use std::time::{Duration, Instant};
 
 /// Makes sure `nginx` and `wrk` are on the machine, installing Debian's packages if not.
 /// Returns what was done, for the output.
-pub fn ensure_tools() -> Result<String, String> {
-    let missing: Vec<&str> = [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")]
+/// The tools item 3 needs that are not installed.
+fn missing_tools() -> Vec<&'static str> {
+    [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")]
         .into_iter()
         .filter(|(tool, path)| !Path::new(path).exists() && !on_path(tool))
         .map(|(tool, _)| tool)
-        .collect();
+        .collect()
+}
+
+/// `--no-install`: whether nginx and wrk are there, and how to get them if not.
+pub fn tools_present() -> Result<String, String> {
+    let missing = missing_tools();
+    if missing.is_empty() {
+        Ok("nginx and wrk already installed".into())
+    } else {
+        Err(format!(
+            "{missing:?} missing and --no-install given: `apt-get install {}`, or run without --no-install",
+            missing.join(" ")
+        ))
+    }
+}
+
+pub fn ensure_tools() -> Result<String, String> {
+    let missing = missing_tools();
     if missing.is_empty() {
         return Ok("nginx and wrk already installed".into());
     }

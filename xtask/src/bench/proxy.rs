@@ -39,6 +39,27 @@ pub async fn gateway_vs_nginx(
     relaunch: Relaunch<'_>,
 ) -> Result<(), String> {
     let Relaunch { bin, config } = relaunch;
+    // The tools first: every run below needs wrk, and a missing tool must stop the
+    // item loudly (a missed goal, not a skipped row) before anything is measured.
+    let tools = if args.no_install {
+        nginx::tools_present()
+    } else {
+        nginx::ensure_tools()
+    };
+    let tools = match tools {
+        Ok(how) => how,
+        Err(e) => {
+            report.row(
+                "3",
+                "gateway vs nginx (needs nginx and wrk)",
+                e,
+                "measured",
+                Verdict::Missed,
+            );
+            return Ok(());
+        }
+    };
+    report.note(format!("tools: {tools}"));
     let sid = user.session_user_id;
     let direct_url = format!("{}/user/{sid}/monetary-account-bank", fake.api_base());
     let gateway_url = format!(
@@ -117,18 +138,7 @@ pub async fn gateway_vs_nginx(
         Err(e) => report.skip("3", "gateway, verification cache off", e),
     }
 
-    let tools = if args.no_install {
-        Err("--no-install given".to_owned())
-    } else {
-        nginx::ensure_tools()
-    };
-    let nginx_run = match tools {
-        Ok(how) => {
-            report.note(format!("tools: {how}"));
-            Nginx::start_in_front_of(fake, &dir.join("nginx"), &user.session_headers)
-        }
-        Err(e) => Err(e),
-    };
+    let nginx_run = Nginx::start_in_front_of(fake, &dir.join("nginx"), &user.session_headers);
     let gw_pid = gw.pid().ok_or("gateway has no pid")?;
     let (nginx, nginx_port) = match nginx_run {
         Ok(n) => n,
