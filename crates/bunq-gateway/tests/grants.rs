@@ -212,6 +212,8 @@ async fn five_consents_in_one_window_all_connect_without_consenting_twice() {
     let window = Duration::from_secs(2);
     let env = limited_env(window).await;
     let gw = env.start_gateway_edited(limited(window, 300));
+    let installations = env.fake.calls("POST /installation");
+    let devices = env.fake.calls("POST /device-server");
     // Five people consent at bunq (each from their own browser; the fake counts one
     // IP, so one after another), then their callbacks all arrive at once.
     let mut callback_urls = Vec::new();
@@ -253,6 +255,10 @@ async fn five_consents_in_one_window_all_connect_without_consenting_twice() {
         wait_for_status(&env, &gw, &format!("crowd-{i}"), "connected").await;
     }
     assert_eq!(env.fake.calls("POST /token"), 5, "each user consented once");
+    // Waiting for a turn reuses what was made: one installation and device each.
+    assert_eq!(env.fake.calls("POST /installation") - installations, 5);
+    assert_eq!(env.fake.calls("POST /device-server") - devices, 5);
+    assert_eq!(env.fake.rate_limited_calls(), 0, "no 429 from bunq");
 }
 
 #[tokio::test(flavor = "multi_thread")]
