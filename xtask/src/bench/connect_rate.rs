@@ -58,7 +58,6 @@ pub async fn measure(
     let gw = GatewayProcess::start(bin, &config, &url, &dir.join("gateway.log")).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
 
@@ -77,7 +76,7 @@ pub async fn measure(
     let mut user_refs = Vec::new();
     for i in 0..arrivals {
         let user_ref = format!("bench-rate-{i}");
-        consent(&http, &bearer, &url, &user_ref).await?;
+        gateway::consent(&http, &bearer, &url, &user_ref).await?;
         user_refs.push(user_ref);
         let next = gap * (i + 1);
         tokio::time::sleep(next.saturating_sub(started.elapsed())).await;
@@ -153,43 +152,6 @@ fn scaled_config(
     let out = path.with_file_name("gateway-connect-rate.toml");
     bunq_signing::write_private_file(&out, text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(out)
-}
-
-/// `POST /v1/authorizations`, the consent page, the callback (which answers at once).
-async fn consent(
-    http: &reqwest::Client,
-    bearer: &str,
-    gateway: &str,
-    user_ref: &str,
-) -> Result<(), String> {
-    let body = call(
-        http,
-        bearer,
-        reqwest::Method::POST,
-        &format!("{gateway}/v1/authorizations"),
-        Some(json!({ "user_ref": user_ref })),
-        201,
-    )
-    .await?;
-    let url = body["authorization_url"]
-        .as_str()
-        .ok_or("no authorization_url")?;
-    let page = http.get(url).send().await.map_err(|e| e.to_string())?;
-    let callback = page
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| format!("the consent page answered {}", page.status()))?
-        .to_owned();
-    let answer = http
-        .get(&callback)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !answer.status().is_success() {
-        return Err(format!("callback answered {}", answer.status()));
-    }
-    Ok(())
 }
 
 /// How many of `user_refs` read `connected`.

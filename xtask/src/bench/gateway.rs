@@ -9,15 +9,38 @@ use serde_json::json;
 
 pub use crate::gateway_process::{GatewayProcess, call, free_port};
 
-/// Connects `user_ref` the way an end user does: `POST /v1/authorizations`, then the
-/// browser's trip through the fake's consent page back to the gateway's callback.
-/// Returns the bunq user id the gateway reports.
+/// Connects `user_ref` the way an end user does ([`consent`]) and returns the bunq user
+/// id the gateway reports (the callback waits for the connection, which is immediate
+/// without rate limits).
 pub async fn connect_user(
     http: &reqwest::Client,
     bearer: &str,
     gateway: &str,
     user_ref: &str,
 ) -> Result<u64, String> {
+    consent(http, bearer, gateway, user_ref).await?;
+    let user = call(
+        http,
+        bearer,
+        reqwest::Method::GET,
+        &format!("{gateway}/v1/users/{user_ref}"),
+        None,
+        200,
+    )
+    .await?;
+    user["bunq_user_id"]
+        .as_u64()
+        .ok_or_else(|| format!("no bunq_user_id in {user}"))
+}
+
+/// `POST /v1/authorizations`, then the browser's trip through the fake's consent page
+/// back to the gateway's callback (`http` follows redirects).
+pub async fn consent(
+    http: &reqwest::Client,
+    bearer: &str,
+    gateway: &str,
+    user_ref: &str,
+) -> Result<(), String> {
     let body = call(
         http,
         bearer,
@@ -39,18 +62,7 @@ pub async fn connect_user(
             response.text().await.unwrap_or_default()
         ));
     }
-    let user = call(
-        http,
-        bearer,
-        reqwest::Method::GET,
-        &format!("{gateway}/v1/users/{user_ref}"),
-        None,
-        200,
-    )
-    .await?;
-    user["bunq_user_id"]
-        .as_u64()
-        .ok_or_else(|| format!("no bunq_user_id in {user}"))
+    Ok(())
 }
 
 /// The parts of the gateway's config the bench needs.
