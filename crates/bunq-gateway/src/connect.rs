@@ -42,6 +42,37 @@ pub(crate) fn valid_user_ref(user_ref: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The longest `return_to` accepted: it travels in a `Location` header.
+const MAX_RETURN_TO_LEN: usize = 2048;
+
+/// `return_to` as it will be stored and redirected to: parsed and re-serialized, so that
+/// what was checked is what is used (the URL parser drops tabs and newlines and
+/// percent-encodes other bytes, so the raw string is not what it validated). Control
+/// characters are refused outright rather than dropped: they have no place in a URL
+/// and a caller sending them is sending something else than it thinks.
+fn valid_return_to(raw: &str) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_return_to",
+            "return_to must be an absolute http:// or https:// URL of at most 2048 \
+             characters, without control characters",
+        )
+    };
+    if raw.len() > MAX_RETURN_TO_LEN || raw.chars().any(char::is_control) {
+        return Err(invalid());
+    }
+    let url = url::Url::parse(raw).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(invalid());
+    }
+    let normalized = String::from(url);
+    if normalized.len() > MAX_RETURN_TO_LEN {
+        return Err(invalid());
+    }
+    Ok(normalized)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthorizationRequest {
@@ -69,22 +100,16 @@ pub(crate) async fn authorize(
     let request: AuthorizationRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     valid_user_ref(&request.user_ref)?;
-    if let Some(return_to) = &request.return_to {
-        let ok = url::Url::parse(return_to)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
-        if !ok {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_return_to",
-                "return_to must be an absolute http:// or https:// URL",
-            ));
-        }
-    }
+    let return_to = request
+        .return_to
+        .as_deref()
+        .map(valid_return_to)
+        .transpose()?;
     let authorization = state
         .flow
         .begin(StateContext {
             user_ref: request.user_ref,
-            return_to: request.return_to,
+            return_to,
             replace: request.replace,
         })
         .await
@@ -182,6 +207,7 @@ async fn complete(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_callback", e.to_string()))?;
     let completed = state.flow.complete(&callback).await.map_err(|e| match e {
         OAuthError::UnknownState => bad_state("unknown or missing state; start again"),
+        OAuthError::MalformedState => bad_state("malformed state; start again"),
         OAuthError::ReplayedState => bad_state("this state was already used; start again"),
         OAuthError::ExpiredState => bad_state("this state has expired; start again"),
         OAuthError::Callback(e) => {
@@ -217,8 +243,9 @@ async fn complete(
         }
     })?;
     let context = completed.context;
-    // Validated when the authorization was created; a stored value that no longer
-    // parses is dropped rather than breaking the redirect after the consent.
+    // Validated and stored normalized when the authorization was created; a stored
+    // value that no longer parses (a row from before that) is dropped rather than
+    // breaking the redirect after the consent.
     let return_to = context
         .return_to
         .as_deref()
@@ -438,6 +465,33 @@ mod tests {
         ] {
             assert!(valid_user_ref(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn return_to_is_normalized_and_control_characters_refused() {
+        assert_eq!(
+            valid_return_to("HTTPS://App.Example/a/../b?x=é").ok(),
+            Some("https://app.example/b?x=%C3%A9".to_owned())
+        );
+        assert_eq!(
+            valid_return_to("https://app.example").ok(),
+            Some("https://app.example/".to_owned())
+        );
+        for bad in [
+            "https://app.example/\t",
+            "https://app.example/\n",
+            "https://app.example/\r\nX: y",
+            "https://app.example/\u{0}",
+            "https://app.example/\u{7f}",
+            "https://app.example/\u{85}",
+            "javascript:alert(1)",
+            "/relative",
+            "mailto:a@b",
+        ] {
+            assert!(valid_return_to(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("https://app.example/{}", "a".repeat(2048));
+        assert!(valid_return_to(&long).is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod connect;
 mod connector;
 mod error;
 mod idempotent;
+mod listener;
 mod metrics;
 mod proxy;
 
@@ -99,7 +100,7 @@ impl Gateway {
             listener,
             app::router(state.clone()),
             announced(shutdown),
-            config.http.shutdown_grace,
+            listener::Limits::new(&config.http),
         );
         sweeping(&state, serving).await?;
         close(&state).await
@@ -128,7 +129,8 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let Self { config, state } = self;
-        let grace = config.http.shutdown_grace;
+        // One connection budget for every worker.
+        let limits = listener::Limits::new(&config.http);
         let router = app::router(state.clone());
         let listener = {
             let _inside = runtime.enter();
@@ -138,10 +140,17 @@ impl Gateway {
         let outcome = std::thread::scope(|scope| {
             let mut others = Vec::with_capacity(workers.get() - 1);
             for n in 1..workers.get() {
-                let (listener, router, mate) = (listener.try_clone(), router.clone(), crew.clone());
+                let (listener, router, mate, limits) = (
+                    listener.try_clone(),
+                    router.clone(),
+                    crew.clone(),
+                    limits.clone(),
+                );
                 let worker = std::thread::Builder::new()
                     .name(format!("gateway-worker-{n}"))
-                    .spawn_scoped(scope, move || mate.run_own_runtime(listener, router, grace));
+                    .spawn_scoped(scope, move || {
+                        mate.run_own_runtime(listener, router, limits)
+                    });
                 match worker {
                     Ok(worker) => others.push(worker),
                     Err(e) => {
@@ -155,7 +164,7 @@ impl Gateway {
             let first = runtime.block_on(sweeping(
                 &state,
                 crew.clone()
-                    .work(listener, router, announced(shutdown), grace),
+                    .work(listener, router, announced(shutdown), limits),
             ));
             others
                 .into_iter()
@@ -199,7 +208,7 @@ impl Crew {
         listener: std::net::TcpListener,
         router: axum::Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        grace: std::time::Duration,
+        limits: listener::Limits,
     ) -> Result<(), GatewayError> {
         let served = match listener
             .set_nonblocking(true)
@@ -216,7 +225,7 @@ impl Crew {
                         _ = stopped.wait_for(|stop| *stop) => {}
                     }
                 };
-                serve_connections(listener, router, until, grace).await
+                serve_connections(listener, router, until, limits).await
             }
             Err(e) => Err(GatewayError::Serve(e)),
         };
@@ -236,7 +245,7 @@ impl Crew {
         self,
         listener: std::io::Result<std::net::TcpListener>,
         router: axum::Router,
-        grace: std::time::Duration,
+        limits: listener::Limits,
     ) -> Result<(), GatewayError> {
         let started = listener.and_then(|listener| {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -246,7 +255,7 @@ impl Crew {
         });
         match started {
             Ok((runtime, listener)) => {
-                runtime.block_on(self.work(listener, router, std::future::pending(), grace))
+                runtime.block_on(self.work(listener, router, std::future::pending(), limits))
             }
             Err(e) => {
                 self.give_up(1);
@@ -268,37 +277,7 @@ async fn announced(shutdown: impl Future<Output = ()>) {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish for at most `grace`.
-async fn serve_connections(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
-) -> Result<(), GatewayError> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    // Biased: the server is polled first, so a server that ended on its own is never
-    // polled again through the shutdown branch.
-    let served = tokio::select! {
-        biased;
-        result = &mut server => result,
-        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(?grace, "shutdown grace period over; dropping open requests");
-                Ok(())
-            }
-        },
-    };
-    served.map_err(GatewayError::Serve)
-}
+use listener::serve_connections;
 
 /// Closes the database once serving is over.
 async fn close(state: &app::Shared) -> Result<(), GatewayError> {

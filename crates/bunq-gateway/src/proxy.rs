@@ -195,41 +195,46 @@ fn api_request(
     }
 }
 
-/// `/v1/users/{u}/bunq/{path}?{query}` → `/{path}?{query}`, as the caller sent it (no
-/// decoding and re-encoding), refusing dot segments and the lifecycle endpoints.
+/// The longest bunq path segment accepted: bunq's longest words are a few dozen
+/// characters and a UUID is 36.
+const MAX_SEGMENT_LEN: usize = 64;
+
+/// `/v1/users/{u}/bunq/{path}?{query}` → `/{path}?{query}`, forwarded exactly as checked.
+///
+/// An allow-list, not a deny-list: every segment must be a lowercase bunq word
+/// (`monetary-account-bank`, `notification-filter-url`), a numeric id, or a UUID, so
+/// that nothing reaches bunq that some other parser (bunq's edge, a proxy) could read as
+/// another path. Percent-escapes are refused rather than decoded: bunq's paths need
+/// none, and a decoded form is a second parse of the same string (`%2F`, `%2E`, `%5C`
+/// and `%3B` smuggled `/`, `.`, `\` and `;` past the old check). Empty segments are
+/// refused too: `//` is collapsed by some servers.
 fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
-    let path = uri.path();
+    upstream_target(uri.path(), uri.query())
+}
+
+/// [`upstream_path`] on the raw path and query: the http crate already refuses some
+/// bytes (`\`, `#`, controls) in a request target, but this check does not rely on it.
+fn upstream_target(path: &str, query: Option<&str>) -> Result<String, ApiError> {
     let rest = path
         .strip_prefix("/v1/users/")
         .and_then(|p| p.split_once('/'))
         .and_then(|(_, p)| p.strip_prefix("bunq"))
         .filter(|p| p.starts_with('/'))
         .ok_or_else(|| ApiError::bad_request("expected /v1/users/{user_ref}/bunq/{path}"))?;
-    let mut segments = rest.split('/').filter(|s| !s.is_empty()).peekable();
-    if segments.peek().is_none() {
+    let mut segments = rest.split('/').skip(1).peekable();
+    if segments.peek().is_none_or(|s| s.is_empty()) {
         return Err(ApiError::bad_request("missing the bunq path"));
     }
     for (i, segment) in segments.enumerate() {
-        // Compared decoded: bunq decodes the path before routing, so `%73ession-server`
-        // would otherwise reach the session-server endpoint past this check. Most
-        // segments have no escape: they are compared as they are, without a copy.
-        let decoded;
-        let segment = if segment.contains('%') {
-            decoded = percent_decode_lower(segment);
-            decoded.as_str()
-        } else {
-            segment
-        };
-        if segment == "." || segment == ".." {
-            return Err(ApiError::bad_request(
-                "dot segments are not allowed in the bunq path",
+        if !valid_segment(segment) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "each bunq path segment must be a lowercase word of a-z 0-9 - _, a \
+                 number or a UUID (no percent-escapes, dots, `\\`, `;` or empty segments)",
             ));
         }
-        if i == 0
-            && LIFECYCLE_ENDPOINTS
-                .iter()
-                .any(|endpoint| endpoint.eq_ignore_ascii_case(segment))
-        {
+        if i == 0 && LIFECYCLE_ENDPOINTS.contains(&segment) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "lifecycle_endpoint",
@@ -237,34 +242,46 @@ fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
             ));
         }
     }
-    let mut out = String::with_capacity(rest.len() + uri.query().map_or(0, |q| q.len() + 1));
+    if let Some(query) = query {
+        // Passed through as sent (bunq reads `count`, `older_id`, ...), but a control
+        // character or a `#` could end or split the request line at another parser.
+        if query.bytes().any(|b| b.is_ascii_control() || b == b'#') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "the query string must not hold control characters or `#`",
+            ));
+        }
+    }
+    let mut out = String::with_capacity(rest.len() + query.map_or(0, |q| q.len() + 1));
     out.push_str(rest);
-    if let Some(query) = uri.query() {
+    if let Some(query) = query {
         out.push('?');
         out.push_str(query);
     }
     Ok(out)
 }
 
-/// `segment` with every `%XX` decoded and ASCII lowercased (lossy: only compared).
-fn percent_decode_lower(segment: &str) -> String {
+/// A bunq path segment: 1 to [`MAX_SEGMENT_LEN`] of `a-z 0-9 - _` (words, numeric ids
+/// and lowercase UUIDs), or a UUID in upper case. Never `.`, `..`, `%`, `\` or `;`.
+fn valid_segment(segment: &str) -> bool {
     let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
-        match (b, hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    if bytes.is_empty() || bytes.len() > MAX_SEGMENT_LEN {
+        return false;
     }
-    String::from_utf8_lossy(&out).to_ascii_lowercase()
+    bytes
+        .iter()
+        .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        || is_uuid(bytes)
+}
+
+/// `8-4-4-4-12` hex digits, either case.
+fn is_uuid(bytes: &[u8]) -> bool {
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 /// The credential of a connected user; the cache spares the database on the hot path.
@@ -497,9 +514,28 @@ mod tests {
             path("/v1/users/alice/bunq/user/1/monetary-account-bank?count=10"),
             Ok("/user/1/monetary-account-bank?count=10".into())
         );
+        // The paths of the tests, the demo and bunq's docs.
+        for ok in [
+            "/v1/users/a/bunq/user",
+            "/v1/users/a/bunq/user/12/monetary-account/3/payment",
+            "/v1/users/a/bunq/user/12/monetary-account/3/request-inquiry",
+            "/v1/users/a/bunq/user/12/notification-filter-url",
+            "/v1/users/a/bunq/user/12/monetary-account/3/notification-filter-url",
+            "/v1/users/a/bunq/user/12/oauth-client/5/callback-url",
+            "/v1/users/a/bunq/sandbox-user-person",
+            "/v1/users/a/bunq/attachment-public/0a1b2c3d-0000-4a4a-8b8b-0123456789ab",
+            "/v1/users/a/bunq/attachment-public/0A1B2C3D-0000-4A4A-8B8B-0123456789AB",
+            "/v1/users/a/bunq/user/1/some_word",
+        ] {
+            let forwarded = path(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(
+                Some(forwarded.as_str()),
+                ok.strip_prefix("/v1/users/a/bunq")
+            );
+        }
         assert_eq!(
-            path("/v1/users/a/bunq/user/1/x%20y"),
-            Ok("/user/1/x%20y".into())
+            path("/v1/users/a/bunq/user/1/payment?count=10&older_id=5"),
+            Ok("/user/1/payment?count=10&older_id=5".into())
         );
     }
 
@@ -509,6 +545,8 @@ mod tests {
             "/v1/users/a/bunq/user/../installation",
             "/v1/users/a/bunq/%2E%2e/x",
             "/v1/users/a/bunq/./x",
+            "/v1/users/a/bunq/user/1/..",
+            "/v1/users/a/bunq/user/.hidden",
         ] {
             assert_eq!(path(p), Err(StatusCode::BAD_REQUEST), "{p}");
         }
@@ -518,24 +556,98 @@ mod tests {
     fn upstream_path_refuses_lifecycle_endpoints() {
         for p in [
             "/v1/users/a/bunq/session-server",
-            "/v1/users/a/bunq/Installation",
+            "/v1/users/a/bunq/installation",
+            "/v1/users/a/bunq/device-server",
             "/v1/users/a/bunq/session/1",
         ] {
             assert_eq!(path(p), Err(StatusCode::FORBIDDEN), "{p}");
         }
+        // Not a lowercase word: refused before it is even compared.
+        assert_eq!(
+            path("/v1/users/a/bunq/Installation"),
+            Err(StatusCode::BAD_REQUEST)
+        );
         assert!(path("/v1/users/a/bunq/user/1/session-server").is_ok());
     }
 
     #[test]
-    fn upstream_path_refuses_percent_encoded_lifecycle_endpoints() {
+    fn upstream_path_refuses_every_escape() {
         for p in [
             "/v1/users/a/bunq/%73ession-server",
             "/v1/users/a/bunq/session%2Dserver",
             "/v1/users/a/bunq/%69nstallation",
             "/v1/users/a/bunq/device%2dserver",
+            "/v1/users/a/bunq/user/1/x%2",
+            "/v1/users/a/bunq/user/1/x%20y",
+            // The bypasses of the old deny-list (issue 17).
+            "/v1/users/a/bunq/%2Fsession-server",
+            "/v1/users/a/bunq/x%2F..%2F..%2Fsession-server",
+            "/v1/users/a/bunq/%5Csession-server",
+            "/v1/users/a/bunq/session-server%3Bx",
         ] {
-            assert_eq!(path(p), Err(StatusCode::FORBIDDEN), "{p}");
+            assert_eq!(path(p), Err(StatusCode::BAD_REQUEST), "{p}");
         }
-        assert!(path("/v1/users/a/bunq/user/1/x%2").is_ok());
+    }
+
+    #[test]
+    fn upstream_path_refuses_backslashes_semicolons_and_empty_segments() {
+        for p in [
+            "/v1/users/a/bunq/session-server;x",
+            "/v1/users/a/bunq/user;x/1",
+            "/v1/users/a/bunq//session-server",
+            "/v1/users/a/bunq/user//1",
+            "/v1/users/a/bunq/user/1/",
+            "/v1/users/a/bunq/",
+            "/v1/users/a/bunq/user/1:x",
+            "/v1/users/a/bunq/user/1@x",
+            "/v1/users/a/bunq/user/x~y",
+            &format!("/v1/users/a/bunq/user/{}", "a".repeat(65)),
+        ] {
+            assert_eq!(path(p), Err(StatusCode::BAD_REQUEST), "{p}");
+        }
+        // Whether or not a URI parser lets `\` through, the segment check refuses it.
+        for p in [
+            "/v1/users/a/bunq/\\session-server",
+            "/v1/users/a/bunq/x\\..\\session-server",
+        ] {
+            if let Ok(uri) = p.parse::<Uri>() {
+                assert_eq!(
+                    upstream_path(&uri).map_err(|e| e.status()),
+                    Err(StatusCode::BAD_REQUEST),
+                    "{p}"
+                );
+            }
+        }
+        assert!(!valid_segment("\\session-server"));
+        assert!(!valid_segment("0A1B2C3D-0000-4A4A-8B8B-0123456789AG"));
+    }
+
+    #[test]
+    fn upstream_target_refuses_what_the_uri_parser_might_let_through() {
+        let target = |p: &str, q: Option<&str>| upstream_target(p, q).map_err(|e| e.status());
+        for p in [
+            "/v1/users/a/bunq/\\session-server",
+            "/v1/users/a/bunq/x\\..\\session-server",
+            "/v1/users/a/bunq/user/1\t",
+            "/v1/users/a/bunq/user/é",
+        ] {
+            assert_eq!(target(p, None), Err(StatusCode::BAD_REQUEST), "{p}");
+        }
+        for q in ["a=1\r\nHost: x", "a=1#frag", "a=\u{7f}", "a=\t"] {
+            assert_eq!(
+                target("/v1/users/a/bunq/user", Some(q)),
+                Err(StatusCode::BAD_REQUEST),
+                "{q:?}"
+            );
+        }
+        assert_eq!(
+            target("/v1/users/a/bunq/user", Some("count=1%0d%0a&x=%23")),
+            Ok("/user?count=1%0d%0a&x=%23".into()),
+            "escapes in the query are bunq's to decode, as values"
+        );
+        assert_eq!(
+            target("/v1/users/a/bunq/user", Some("")),
+            Ok("/user?".into())
+        );
     }
 }

@@ -18,6 +18,11 @@ pub enum OAuthError {
     /// missing. Treat as a forged or stale request.
     #[error("unknown OAuth state")]
     UnknownState,
+    /// The callback's state does not have the shape of a state this crate issues (its
+    /// length or its characters): a forgery or garbage, refused before the state store
+    /// is asked.
+    #[error("malformed OAuth state")]
+    MalformedState,
     /// The callback's state was already consumed: the callback is a replay (or a
     /// double-submit by the browser).
     #[error("OAuth state already used")]

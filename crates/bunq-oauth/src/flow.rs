@@ -101,7 +101,8 @@ impl<S: StateStore> OAuthFlow<S> {
 
     /// Completes an authorization from its callback.
     ///
-    /// The state is taken from the store exactly once, whatever the callback says: an
+    /// A state without the shape of one we issue is [`OAuthError::MalformedState`],
+    /// before the store is asked. Otherwise the state is taken from the store exactly once, whatever the callback says: an
     /// unknown (or absent) state is [`OAuthError::UnknownState`], a second use
     /// [`OAuthError::ReplayedState`], a late one [`OAuthError::ExpiredState`]. A valid
     /// denial is [`OAuthError::Denied`] with the state's context. Otherwise the code is
@@ -110,6 +111,11 @@ impl<S: StateStore> OAuthFlow<S> {
         // A denial without a state cannot be tied to any request of ours; it is as good
         // as forged.
         let state = callback.state().ok_or(OAuthError::UnknownState)?;
+        // Anyone can send a callback; the store's lookup is a write transaction. A
+        // state we could not have issued costs no store call.
+        if !state.has_issued_shape() {
+            return Err(OAuthError::MalformedState);
+        }
         let key = state.key();
         let pending = match self.store.take(&key).await? {
             TakeOutcome::Taken(pending) => pending,

@@ -51,7 +51,7 @@ pub use error::{CallbackError, OAuthError};
 pub use flow::{Authorization, Completed, OAuthFlow};
 pub use memory::MemoryStateStore;
 pub use state::{
-    PendingState, STATE_BYTES, State, StateContext, StateKey, StateStore, StateStoreError,
-    TakeOutcome,
+    PendingState, STATE_BYTES, STATE_LEN, State, StateContext, StateKey, StateStore,
+    StateStoreError, TakeOutcome,
 };
 pub use token::{AccessToken, exchange_code};

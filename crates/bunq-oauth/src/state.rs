@@ -13,6 +13,10 @@ use subtle::ConstantTimeEq as _;
 /// How many random bytes a fresh state carries: 256 bits, twice the 128 the issue asks.
 pub const STATE_BYTES: usize = 32;
 
+/// The length of a state [`State::generate`] issues: [`STATE_BYTES`] in base64url
+/// without padding.
+pub const STATE_LEN: usize = (STATE_BYTES * 4).div_ceil(3);
+
 /// The OAuth `state` value: an unguessable, single-use token that ties a callback to the
 /// authorization request it answers (and so defeats login CSRF).
 ///
@@ -42,6 +46,17 @@ impl State {
     /// The state itself, for the authorize URL.
     pub fn secret(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// Whether this state has the shape [`State::generate`] gives every state it issues:
+    /// [`STATE_LEN`] characters of base64url (`A-Z a-z 0-9 - _`). A callback's state
+    /// without it cannot be one of ours, and is refused before the store is asked (a
+    /// lookup takes a write transaction, and anyone can send a callback).
+    pub fn has_issued_shape(&self) -> bool {
+        let s = self.secret().as_bytes();
+        s.len() == STATE_LEN
+            && s.iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     }
 
     /// The key this state is stored under.
@@ -185,6 +200,30 @@ mod tests {
             .decode(state.secret())
             .unwrap();
         assert_eq!(raw.len(), STATE_BYTES);
+    }
+
+    #[test]
+    fn only_the_shape_of_an_issued_state_passes() {
+        assert_eq!(STATE_LEN, 43);
+        for _ in 0..64 {
+            assert!(State::generate().unwrap().has_issued_shape());
+        }
+        let ok = "A".repeat(42);
+        for bad in [
+            String::new(),
+            ok.clone(),
+            format!("{ok}AA"),
+            format!("{ok}="),
+            format!("{ok}+"),
+            format!("{ok}/"),
+            format!("{ok}\u{0}"),
+            format!("{ok}\n"),
+            format!("{}é", "A".repeat(41)),
+            "A".repeat(100_000),
+        ] {
+            assert!(!State::new(bad.clone()).has_issued_shape(), "{bad:?}");
+        }
+        assert!(State::new(format!("{ok}_")).has_issued_shape());
     }
 
     #[test]

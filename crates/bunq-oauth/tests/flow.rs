@@ -240,10 +240,69 @@ async fn rejects_state_a_store_matched_loosely() {
     });
     let flow = OAuthFlow::new(config(&server), store).unwrap();
     let err = flow
-        .complete(&code_callback(&State::new("forged")))
+        .complete(&code_callback(&State::generate().unwrap()))
         .await
         .unwrap_err();
     assert!(matches!(err, OAuthError::UnknownState), "{err:?}");
+    mock.assert_async().await;
+}
+
+/// A store that counts its lookups (each one a write transaction in a database).
+#[derive(Default)]
+struct CountingStore {
+    takes: std::sync::atomic::AtomicUsize,
+}
+
+impl StateStore for CountingStore {
+    async fn insert(&self, _: &PendingState) -> Result<(), StateStoreError> {
+        Ok(())
+    }
+    async fn take(&self, _: &StateKey) -> Result<TakeOutcome, StateStoreError> {
+        self.takes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(TakeOutcome::Unknown)
+    }
+    async fn sweep_expired(&self, _: SystemTime) -> Result<u64, StateStoreError> {
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn malformed_states_are_refused_before_the_store_is_asked() {
+    let mut server = mockito::Server::new_async().await;
+    let mock = token_mock(&mut server, 0).await;
+    let flow = OAuthFlow::new(config(&server), CountingStore::default()).unwrap();
+    let long = "A".repeat(100_000);
+    for state in [
+        "short",
+        long.as_str(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%00",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%0A",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%2F",
+        "%C3%A9AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        for query in [
+            format!("code=the-code&state={state}"),
+            format!("error=access_denied&state={state}"),
+        ] {
+            let callback = Callback::from_query(&query).unwrap();
+            let err = flow.complete(&callback).await.unwrap_err();
+            assert!(matches!(err, OAuthError::MalformedState), "{err:?}");
+        }
+    }
+    assert_eq!(
+        flow.store().takes.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // A state of the issued shape is looked up (and unknown here).
+    let err = flow
+        .complete(&code_callback(&State::generate().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OAuthError::UnknownState), "{err:?}");
+    assert_eq!(
+        flow.store().takes.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     mock.assert_async().await;
 }
 

@@ -104,6 +104,7 @@ async fn authorization_debug_redacts_state_but_url_carries_it() {
 fn errors_carry_no_secrets() {
     let errors = [
         OAuthError::UnknownState,
+        OAuthError::MalformedState,
         OAuthError::ReplayedState,
         OAuthError::ExpiredState,
         OAuthError::Timeout,

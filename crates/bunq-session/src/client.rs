@@ -155,6 +155,19 @@ impl ApiRequest {
         }
     }
 
+    /// How many times this request may be resent, given the client's `max_retries`:
+    /// a GET or HEAD up to `max_retries`; a PUT or DELETE marked idempotent once (it is
+    /// the caller's word, not the method's, that makes it safe: the documented promise
+    /// is one resend, and each resend is one more chance to apply a write twice if the
+    /// caller was wrong); anything else never.
+    pub fn retry_limit(&self, max_retries: u32) -> u32 {
+        match self.method {
+            Method::GET | Method::HEAD => max_retries,
+            _ if self.is_retryable() => max_retries.min(1),
+            _ => 0,
+        }
+    }
+
     /// The path without the query string (for limits and error messages).
     pub(crate) fn path(&self) -> &str {
         let p = self.path_and_query.trim_start_matches('/');
@@ -390,6 +403,37 @@ impl BunqClient {
         auth: Auth<'_>,
         req: &ApiRequest,
     ) -> Result<RawResponse, Error> {
+        let limit = req.retry_limit(self.inner.config.max_retries);
+        self.send_within(auth, req, limit).await.0
+    }
+
+    /// The client's `max_retries`.
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.inner.config.max_retries
+    }
+
+    /// [`send`](Self::send) with at most `retries` resends (and none for a request that
+    /// is not retryable); also returns how many resends it made, so that a caller that
+    /// resends after a session renewal can keep to the request's total.
+    pub(crate) async fn send_within(
+        &self,
+        auth: Auth<'_>,
+        req: &ApiRequest,
+        retries: u32,
+    ) -> (Result<RawResponse, Error>, u32) {
+        let mut attempt = 0;
+        let outcome = self.send_counted(auth, req, retries, &mut attempt).await;
+        (outcome, attempt)
+    }
+
+    /// The body of [`send_within`](Self::send_within); counts resends in `attempt`.
+    async fn send_counted(
+        &self,
+        auth: Auth<'_>,
+        req: &ApiRequest,
+        retries: u32,
+        attempt: &mut u32,
+    ) -> Result<RawResponse, Error> {
         let cfg = &self.inner.config;
         let url = format!(
             "{}/{}",
@@ -402,7 +446,6 @@ impl BunqClient {
             None => None,
         };
         let retryable = req.is_retryable();
-        let mut attempt = 0;
         let mut reached: Option<Result<RawResponse, Error>> = None;
         loop {
             let mut id_buf = uuid::Uuid::encode_buffer();
@@ -424,27 +467,27 @@ impl BunqClient {
                 Err(Error::OutcomeUnknown { .. }) => true,
                 Err(_) => false,
             };
-            let delay = self.backoff(attempt);
+            let delay = self.backoff(*attempt);
             // `checked_add`: a back-off configured absurdly long must not panic.
             let in_time = req.deadline.is_none_or(|deadline| {
                 Instant::now()
                     .checked_add(delay)
                     .is_some_and(|resume| resume < deadline)
             });
-            if worth_retrying && retryable && attempt < cfg.max_retries && in_time {
+            if worth_retrying && retryable && *attempt < retries && in_time {
                 match &outcome {
                     Ok(resp) => {
-                        tracing::debug!(endpoint = %req.endpoint(), status = resp.status, attempt, ?delay, "retrying");
+                        tracing::debug!(endpoint = %req.endpoint(), status = resp.status, attempt = *attempt, ?delay, "retrying");
                     }
                     Err(e) => {
-                        tracing::debug!(endpoint = %req.endpoint(), error = %e, attempt, ?delay, "retrying");
+                        tracing::debug!(endpoint = %req.endpoint(), error = %e, attempt = *attempt, ?delay, "retrying");
                     }
                 }
                 if may_have_reached_bunq(&outcome) {
                     reached = Some(outcome);
                 }
                 tokio::time::sleep(delay).await;
-                attempt += 1;
+                *attempt += 1;
                 continue;
             }
             let outcome = match (outcome, reached) {

@@ -50,8 +50,10 @@ pub struct ClientConfig {
     pub region: String,
     /// `X-Bunq-Geolocation`.
     pub geolocation: String,
-    /// How many times an idempotent call is retried after a 429, a 502/503/504 or a
-    /// transport failure (never a POST, never a non-idempotent PUT/DELETE).
+    /// How many times a GET or HEAD is retried after a 429, a 502/503/504 or a
+    /// transport failure. A PUT/DELETE marked idempotent is resent at most once
+    /// whatever this says ([`ApiRequest::retry_limit`](crate::ApiRequest::retry_limit));
+    /// a POST or an unmarked PUT/DELETE never.
     pub max_retries: u32,
     /// First back-off delay; doubles per retry, plus up to the same again of jitter.
     pub retry_backoff: Duration,

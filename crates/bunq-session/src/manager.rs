@@ -199,6 +199,80 @@ impl<S: ContextStore> SessionManager<S> {
         self.inner.creations.load(Ordering::Relaxed)
     }
 
+    /// How many credentials have a slot (a cached session, a renewal lock, or a
+    /// disconnection to remember). For tests of the map's bounds.
+    #[doc(hidden)]
+    pub fn slot_count(&self) -> usize {
+        self.inner.slots.read().map_or(0, |slots| slots.len())
+    }
+
+    /// The slot of `credential`, if it has one; unlike [`slot`](Self::slot), never makes
+    /// one.
+    fn existing_slot(&self, credential: &CredentialId) -> Option<Arc<Slot>> {
+        self.inner
+            .slots
+            .read()
+            .ok()
+            .and_then(|slots| slots.get(credential).cloned())
+    }
+
+    /// Removes `credential`'s slot if it is still `slot` and no task but the caller
+    /// holds it: under the map's write lock no task can take a new reference, so the
+    /// count says nobody is waiting on its lock or about to publish into it.
+    fn drop_slot_if_unused(&self, credential: &CredentialId, slot: &Arc<Slot>) {
+        if let Ok(mut slots) = self.inner.slots.write() {
+            let ours = slots
+                .get(credential)
+                .is_some_and(|held| Arc::ptr_eq(held, slot));
+            // The map's reference and the caller's.
+            if ours && Arc::strong_count(slot) <= 2 {
+                slots.remove(credential);
+            }
+        }
+    }
+
+    /// A request found nothing for `credential` (no stored context): its slot, made
+    /// for the request, holds nothing worth keeping unless it remembers something
+    /// (a disconnection, a revocation, a back-off). Without this, calls for random
+    /// credentials would grow the map for good.
+    fn forget_if_unknown(&self, credential: &CredentialId, slot: &Arc<Slot>) {
+        let empty = slot.current().is_none()
+            && slot.renew.try_lock().is_ok_and(|state| {
+                state.context.is_none()
+                    && state.backoff.is_none()
+                    && state.revoked.is_none()
+                    && !state.disconnected
+            });
+        if empty {
+            self.drop_slot_if_unused(credential, slot);
+        }
+    }
+
+    /// Drops the slots that only remember a disconnection once the store has forgotten
+    /// their credential too: the disconnection stops a renewal from saving a context
+    /// back after the application deleted it, and once it is deleted, a fresh slot
+    /// finds nothing to renew from.
+    async fn prune_disconnected(&self) {
+        let candidates: Vec<(CredentialId, Arc<Slot>)> = match self.inner.slots.read() {
+            Ok(slots) => slots
+                .iter()
+                .filter(|(_, slot)| {
+                    Arc::strong_count(slot) == 1
+                        && slot.renew.try_lock().is_ok_and(|state| state.disconnected)
+                })
+                .map(|(credential, slot)| (credential.clone(), Arc::clone(slot)))
+                .collect(),
+            Err(_) => return,
+        };
+        for (credential, slot) in candidates {
+            if let Ok(None) = self.inner.store.load(&credential).await {
+                if slot.renew.try_lock().is_ok_and(|state| state.disconnected) {
+                    self.drop_slot_if_unused(&credential, &slot);
+                }
+            }
+        }
+    }
+
     fn slot(&self, credential: &CredentialId) -> Arc<Slot> {
         if let Some(slot) = self
             .inner
@@ -393,8 +467,23 @@ impl<S: ContextStore> SessionManager<S> {
         let slot = self.slot(credential);
         match slot.fresh() {
             Some(live) => Ok(live),
-            None => self.renew(credential, &slot, None, None).await,
+            None => self.renew_or_forget(credential, &slot, None).await,
         }
+    }
+
+    /// [`renew`](Self::renew) without a rejected session, dropping the slot again if the
+    /// credential turns out to be unknown.
+    async fn renew_or_forget(
+        &self,
+        credential: &CredentialId,
+        slot: &Arc<Slot>,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Live>, Error> {
+        let renewed = self.renew(credential, slot, None, deadline).await;
+        if matches!(renewed, Err(Error::NotConnected(_))) {
+            self.forget_if_unknown(credential, slot);
+        }
+        renewed
     }
 
     /// Gets a usable session, creating one if needed. With `rejected`, bunq declared
@@ -509,17 +598,37 @@ impl<S: ContextStore> SessionManager<S> {
         let slot = self.slot(credential);
         let live = match slot.fresh() {
             Some(live) => live,
-            None => self.renew(credential, &slot, None, req.deadline).await?,
+            None => {
+                self.renew_or_forget(credential, &slot, req.deadline)
+                    .await?
+            }
         };
         let client = &self.inner.client;
-        let resp = client
-            .send(Auth::Session(&live.installation, &live.session), &req)
-            .await?;
+        let limit = req.retry_limit(client.max_retries());
+        let (resp, resent) = client
+            .send_within(
+                Auth::Session(&live.installation, &live.session),
+                &req,
+                limit,
+            )
+            .await;
+        let resp = resp?;
         if !resp.is_insufficient_authorisation() {
             return Ok(resp);
         }
         tracing::debug!(%credential, "session rejected by bunq; renewing");
-        if !req.is_retryable() {
+        // A PUT or DELETE is resent at most `limit` times in all (once): a resend spent
+        // on a 503 leaves none for after the renewal. A GET's resend after a renewal is
+        // on top of its transport retries, as always.
+        let reads = matches!(req.method, http::Method::GET | http::Method::HEAD);
+        let left = if reads {
+            Some(limit)
+        } else {
+            limit
+                .checked_sub(resent)
+                .and_then(|left| left.checked_sub(1))
+        };
+        let Some(left) = left.filter(|_| req.is_retryable()) else {
             // Renew for the next call, but answer this one with bunq's refusal.
             if let Err(e) = self
                 .renew(credential, &slot, Some(&live.session), req.deadline)
@@ -528,13 +637,18 @@ impl<S: ContextStore> SessionManager<S> {
                 tracing::warn!(%credential, error = %e, "session renewal failed");
             }
             return Ok(resp);
-        }
+        };
         let renewed = self
             .renew(credential, &slot, Some(&live.session), req.deadline)
             .await?;
         client
-            .send(Auth::Session(&renewed.installation, &renewed.session), &req)
+            .send_within(
+                Auth::Session(&renewed.installation, &renewed.session),
+                &req,
+                left,
+            )
             .await
+            .0
     }
 
     /// Drops everything cached for `credential` (e.g. after the application deleted
@@ -553,8 +667,23 @@ impl<S: ContextStore> SessionManager<S> {
     ///
     /// Call it *before* deleting the credential from the store: a renewal that loaded the
     /// context before the deletion would otherwise save it back after.
+    ///
+    /// A credential with neither a slot nor a stored context leaves nothing behind (a
+    /// loop of disconnects of made-up credentials must not grow memory); the slot that
+    /// remembers a disconnection is dropped once the store no longer has the credential
+    /// and no task holds the slot (checked on later disconnects).
     pub async fn disconnect(&self, credential: &CredentialId) -> Result<(), Error> {
-        let slot = self.slot(credential);
+        self.prune_disconnected().await;
+        let slot = match self.existing_slot(credential) {
+            Some(slot) => slot,
+            // No slot: nothing cached and no creation in flight (creations hold one).
+            // Something to stop only if the store can hand the credential to a later
+            // renewal.
+            None => match self.inner.store.load(credential).await? {
+                None => return Ok(()),
+                Some(_) => self.slot(credential),
+            },
+        };
         let cached = {
             let mut state = slot.renew.lock().await;
             state.disconnected = true;
@@ -575,7 +704,9 @@ impl<S: ContextStore> SessionManager<S> {
     /// Closes the credential's session at bunq (`DELETE /session/{id}`), forgets it,
     /// and clears it from the store so that a restart does not try to reuse it.
     pub async fn close(&self, credential: &CredentialId) -> Result<(), Error> {
-        let cached = self.slot(credential).current();
+        let cached = self
+            .existing_slot(credential)
+            .and_then(|slot| slot.current());
         self.forget(credential).await;
         let mut stored = self.inner.store.load(credential).await?;
         let closed = self.close_at_bunq(cached, stored.as_ref()).await?;
@@ -613,5 +744,46 @@ impl<S: ContextStore> SessionManager<S> {
             .close_session(installation, session)
             .await?;
         Ok(Some(session.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientConfig, Environment, MemoryContextStore, RateLimitPolicy};
+
+    fn manager() -> SessionManager<MemoryContextStore> {
+        // Nothing is sent: the store knows no credential.
+        let client = BunqClient::new(
+            ClientConfig::new(Environment::Custom {
+                api_base: "http://127.0.0.1:9/v1".to_owned(),
+            })
+            .rate_limits(RateLimitPolicy::disabled()),
+        )
+        .expect("client");
+        SessionManager::new(
+            client,
+            MemoryContextStore::new(),
+            SessionManagerConfig::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn unknown_credentials_leave_no_slot_behind() {
+        let m = manager();
+        for i in 0..1_000 {
+            let credential = CredentialId::new(format!("random-{i}"));
+            m.disconnect(&credential).await.expect("disconnect");
+            m.close(&credential).await.expect("close");
+            assert!(matches!(
+                m.request(&credential, ApiRequest::get("user")).await,
+                Err(Error::NotConnected(_))
+            ));
+            assert!(matches!(
+                m.session(&credential).await,
+                Err(Error::NotConnected(_))
+            ));
+        }
+        assert_eq!(m.slot_count(), 0);
     }
 }

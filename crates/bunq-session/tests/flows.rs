@@ -719,3 +719,39 @@ async fn passing_failures_back_off_per_credential_with_growing_delays() {
         "recovers after the back-off"
     );
 }
+
+#[tokio::test]
+async fn a_disconnected_credential_leaves_no_slot_once_the_store_forgot_it() {
+    use std::sync::atomic::Ordering;
+    let fake = FakeBunq::start().await.unwrap();
+    let store = Arc::new(DeletingStore::default());
+    let m = SessionManager::new(
+        client(&fake, RateLimitPolicy::disabled(), 0),
+        Arc::clone(&store),
+        SessionManagerConfig::default(),
+    );
+    let user = fake.create_sandbox_user();
+    let cred = CredentialId::new("kees");
+    m.connect(&cred, SecretString::from(user.api_key))
+        .await
+        .unwrap();
+    assert_eq!(m.slot_count(), 1);
+    m.disconnect(&cred).await.unwrap();
+    // Kept while the store still holds the credential: it stops a renewal from
+    // saving a session back.
+    assert_eq!(m.slot_count(), 1);
+    store.deleted.store(true, Ordering::SeqCst);
+    // The next disconnect (of anyone, here of unknown credentials) drops it.
+    for i in 0..100 {
+        m.disconnect(&CredentialId::new(format!("gone-{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(m.slot_count(), 0);
+    assert!(matches!(
+        m.request(&cred, get_user(user.user_id)).await,
+        Err(Error::NotConnected(_))
+    ));
+    assert_eq!(m.slot_count(), 0);
+    assert_eq!(store.saves_after_delete.load(Ordering::SeqCst), 0);
+}

@@ -477,6 +477,36 @@ async fn put_is_retried_only_when_marked_idempotent() {
 }
 
 #[tokio::test]
+async fn idempotent_put_and_delete_are_resent_at_most_once() {
+    for method in ["PUT", "DELETE"] {
+        let mut server = Server::new_async().await;
+        let (_mock, hits) = failing_then_ok(&mut server, method, 100, 503).await;
+        // Three retries allowed for GETs; the caller's word on a write buys one.
+        let client = client_of(format!("{}/v1", server.url()), |c| {
+            c.retry_backoff = Duration::from_millis(5);
+            c.max_retries = 3;
+        });
+        let req = ApiRequest::new(
+            method.parse().unwrap(),
+            "user/1/thing",
+            bytes::Bytes::from_static(b"{}"),
+        )
+        .idempotent();
+        assert_eq!(req.retry_limit(3), 1);
+        let resp = client
+            .request(&installation(), &session(), req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 503);
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "{method}: one try, one resend"
+        );
+    }
+}
+
+#[tokio::test]
 async fn close_session_deletes_the_session_by_id() {
     let mut server = Server::new_async().await;
     let body = r#"{"Response":[]}"#;

@@ -146,6 +146,17 @@ pub struct HttpSettings {
     pub upstream_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers (hyper's HTTP/1
+    /// header-read timeout, counted from when the gateway waits for them, so also the
+    /// longest an HTTP/1.1 keep-alive connection waits for its next request), and how
+    /// long a new connection may stay silent.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in progress and no traffic stays open
+    /// (HTTP/2 connections; HTTP/1.1 ones are bounded by `header_read_timeout` first).
+    pub idle_timeout: Duration,
+    /// The most connections open at once, over all workers; more wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
     /// How long an `Idempotency-Key`'s record (and its answer) is kept.
     pub idempotency_retention: Duration,
     /// How many serving threads, each with its own single-threaded runtime; `None`
@@ -264,9 +275,9 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
     };
     let bunq = BunqSettings {
         environment,
-        api_base_url: src.url("bunq.api_base_url")?,
-        oauth_authorize_url: src.url("bunq.oauth_authorize_url")?,
-        oauth_token_url: src.url("bunq.oauth_token_url")?,
+        api_base_url: src.bunq_url("bunq.api_base_url")?,
+        oauth_authorize_url: src.bunq_url("bunq.oauth_authorize_url")?,
+        oauth_token_url: src.bunq_url("bunq.oauth_token_url")?,
         user_agent: src
             .str("bunq.user_agent")?
             .unwrap_or(concat!("bunq-gateway/", env!("CARGO_PKG_VERSION")))
@@ -391,6 +402,18 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             25,
             (0, 3600),
         )?),
+        header_read_timeout: Duration::from_millis(src.int(
+            "http.header_read_timeout_ms",
+            10_000,
+            (100, 600_000),
+        )?),
+        idle_timeout: Duration::from_secs(src.int("http.idle_timeout_seconds", 60, (1, 86_400))?),
+        max_connections: usize::try_from(src.int(
+            "http.max_connections",
+            10_000,
+            (1, 1_000_000),
+        )?)
+        .unwrap_or(usize::MAX),
         idempotency_retention: Duration::from_secs(src.int(
             "http.idempotency_retention_seconds",
             86_400,

@@ -70,6 +70,9 @@ const KEYS: &[KeySpec] = &[
     sec("http", "request_timeout_seconds", Kind::Int),
     sec("http", "upstream_timeout_seconds", Kind::Int),
     sec("http", "shutdown_grace_seconds", Kind::Int),
+    sec("http", "header_read_timeout_ms", Kind::Int),
+    sec("http", "idle_timeout_seconds", Kind::Int),
+    sec("http", "max_connections", Kind::Int),
     sec("http", "idempotency_retention_seconds", Kind::Int),
     sec("http", "workers", Kind::Int),
 ];
@@ -168,6 +171,23 @@ impl Sources {
         Ok(Some(url))
     }
 
+    /// A URL the gateway sends bunq credentials to (the API base: access and session
+    /// tokens; the token URL: the client secret and codes; the authorize URL: the
+    /// state): `https`, or plain `http` only on loopback (a local fake), as bunq-oauth
+    /// already demands of the token URL.
+    pub(super) fn bunq_url(&self, key: &str) -> Result<Option<Url>, ConfigError> {
+        let Some(url) = self.url(key)? else {
+            return Ok(None);
+        };
+        if url.scheme() != "https" && !is_loopback(&url) {
+            return Err(self.err(
+                key,
+                "must be https:// (plain http:// only on 127.0.0.0/8, ::1 or localhost)",
+            ));
+        }
+        Ok(Some(url))
+    }
+
     pub(super) fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         let Some(raw) = self.values.get(key) else {
             return Ok(None);
@@ -183,6 +203,15 @@ impl Sources {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 

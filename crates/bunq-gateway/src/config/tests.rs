@@ -259,3 +259,72 @@ fn redirect_uri_is_kept_exactly_as_written() {
     let c = load(&with, &[]).expect("valid");
     assert_eq!(c.oauth.redirect_uri, "https://app.example");
 }
+
+#[test]
+fn listener_limits_have_safe_defaults_and_bounds() {
+    let c = load(&full(), &[]).expect("valid");
+    assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.http.max_connections, 10_000);
+    let set = load(
+        &full(),
+        &[
+            ("BUNQ_GATEWAY_HTTP_HEADER_READ_TIMEOUT_MS", "2500"),
+            ("BUNQ_GATEWAY_HTTP_IDLE_TIMEOUT_SECONDS", "5"),
+            ("BUNQ_GATEWAY_HTTP_MAX_CONNECTIONS", "64"),
+        ],
+    )
+    .expect("set");
+    assert_eq!(set.http.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(set.http.idle_timeout, Duration::from_secs(5));
+    assert_eq!(set.http.max_connections, 64);
+    for (var, key, bad) in [
+        (
+            "BUNQ_GATEWAY_HTTP_HEADER_READ_TIMEOUT_MS",
+            "http.header_read_timeout_ms",
+            "0",
+        ),
+        (
+            "BUNQ_GATEWAY_HTTP_IDLE_TIMEOUT_SECONDS",
+            "http.idle_timeout_seconds",
+            "0",
+        ),
+        (
+            "BUNQ_GATEWAY_HTTP_MAX_CONNECTIONS",
+            "http.max_connections",
+            "0",
+        ),
+    ] {
+        let err = load(&full(), &[(var, bad)]).expect_err(bad);
+        assert_eq!(err.key(), Some(key), "{err}");
+    }
+}
+
+#[test]
+fn bunq_urls_are_https_or_plain_http_on_loopback_only() {
+    for key in ["api_base_url", "oauth_authorize_url", "oauth_token_url"] {
+        let var = format!("BUNQ_GATEWAY_BUNQ_{}", key.to_ascii_uppercase());
+        for ok in [
+            "https://api.bunq.com/v1",
+            "http://127.0.0.1:9000/v1",
+            "http://127.9.9.9/v1",
+            "http://[::1]:9000/v1",
+            "http://localhost:9000/v1",
+            "http://LOCALHOST/v1",
+        ] {
+            let c = load(&full(), &[(var.as_str(), ok)]);
+            assert!(c.is_ok(), "{key} = {ok}: {:?}", c.err());
+        }
+        for bad in [
+            "http://api.bunq.com/v1",
+            "http://10.0.0.1/v1",
+            "http://[::2]/v1",
+            "http://localhost.example.com/v1",
+            "http://0.0.0.0/v1",
+        ] {
+            let err = load(&full(), &[(var.as_str(), bad)]).expect_err(bad);
+            assert_eq!(err.key(), Some(format!("bunq.{key}").as_str()), "{err}");
+            assert!(err.to_string().contains("https"), "{err}");
+        }
+    }
+}
