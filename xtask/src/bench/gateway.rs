@@ -127,10 +127,18 @@ pub async fn session_headers(
     let store = Store::open(database, key)
         .await
         .map_err(|e| e.to_string())?;
-    let context = store
-        .load_context(user_ref)
-        .await
-        .map_err(|e| e.to_string());
+    // The user's live connection is stored under its credential (one per consent).
+    let context = match store.user(user_ref).await {
+        Ok(Some(user)) => {
+            let credential = user.credential.unwrap_or_else(|| user_ref.to_owned());
+            store
+                .load_context(&credential)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    };
     let _ = store.close().await;
     let context = context?.ok_or_else(|| format!("no context stored for {user_ref}"))?;
     let session = context
