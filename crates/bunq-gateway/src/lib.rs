@@ -29,6 +29,7 @@
 
 mod app;
 mod auth;
+mod callbacks;
 pub mod config;
 mod connect;
 mod connector;
@@ -36,6 +37,7 @@ mod error;
 mod idempotent;
 mod metrics;
 mod proxy;
+mod relay;
 
 use std::future::Future;
 
@@ -277,7 +279,9 @@ async fn serve_connections(
     grace: std::time::Duration,
 ) -> Result<(), GatewayError> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router)
+    // The peer address is what `callbacks.allowed_sources` checks.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stopping_tx.send(());
@@ -315,8 +319,11 @@ const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// runs.
 async fn sweeping<T>(state: &app::Shared, serving: impl Future<Output = T>) -> T {
     let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
+    // Aborting the relay mid-delivery loses nothing: the event is still pending.
+    let relay = tokio::spawn(relay::run(state.clone()));
     let served = serving.await;
     sweeper.abort();
+    relay.abort();
     served
 }
 
