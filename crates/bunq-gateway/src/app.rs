@@ -25,7 +25,7 @@ use crate::config::{BunqEnvironment, Config, KeySource};
 use crate::connector::Connector;
 use crate::error::{ApiError, GatewayError};
 use crate::metrics::Metrics;
-use crate::{connect, proxy};
+use crate::{callbacks, connect, proxy, relay};
 
 /// Everything a handler needs, shared by all of them.
 pub(crate) struct AppState {
@@ -49,6 +49,12 @@ pub(crate) struct AppState {
     /// The proxy's bound end to end: its calls are not sent after `request_timeout`,
     /// and one that was sent gets the time of one upstream exchange more to answer.
     pub(crate) proxy_timeout: Duration,
+    /// The gateway's public base URL (callback URLs registered at bunq start with it).
+    pub(crate) public_url: String,
+    /// `[callbacks]`.
+    pub(crate) callback_settings: crate::config::CallbackSettings,
+    /// The outbox deliverer's handle.
+    pub(crate) relay: crate::relay::Relay,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -172,6 +178,9 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         proxy_timeout: config.http.request_timeout
             + config.http.upstream_timeout
             + Duration::from_secs(1),
+        public_url: config.public_url.to_string(),
+        callback_settings: config.callbacks.clone(),
+        relay: crate::relay::Relay::new(&config.callbacks),
     }))
 }
 
@@ -184,6 +193,12 @@ pub(crate) fn router(state: Shared) -> Router {
             get(connect::get_user).delete(connect::delete_user),
         )
         .route("/v1/users/{user_ref}/bunq/{*path}", any(proxy::forward))
+        .route(
+            "/v1/users/{user_ref}/callbacks",
+            get(callbacks::get_callbacks).put(callbacks::put_callbacks),
+        )
+        .route("/v1/events", get(relay::list))
+        .route("/v1/events/{id}/redeliver", post(relay::redeliver))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_bearer,
@@ -193,6 +208,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .route("/oauth/callback", get(connect::callback))
+        .route(CALLBACK_ROUTE, post(callbacks::receive))
         .merge(v1)
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(not_found)
@@ -201,6 +217,7 @@ pub(crate) fn router(state: Shared) -> Router {
 }
 
 const PROXY_ROUTE: &str = "/v1/users/{user_ref}/bunq/{*path}";
+const CALLBACK_ROUTE: &str = "/bunq/callbacks/{callback_id}";
 
 /// A static name per route, so that metric labels cost no allocation.
 fn route_label(path: Option<&MatchedPath>) -> &'static str {
@@ -212,6 +229,10 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
         Some("/v1/authorizations") => "/v1/authorizations",
         Some("/v1/users/{user_ref}") => "/v1/users/{user_ref}",
         Some(PROXY_ROUTE) => PROXY_ROUTE,
+        Some(CALLBACK_ROUTE) => CALLBACK_ROUTE,
+        Some("/v1/users/{user_ref}/callbacks") => "/v1/users/{user_ref}/callbacks",
+        Some("/v1/events") => "/v1/events",
+        Some("/v1/events/{id}/redeliver") => "/v1/events/{id}/redeliver",
         _ => "other",
     }
 }

@@ -202,6 +202,12 @@ async fn refuse(
         reason,
         "consent not connected"
     );
+    let event = match why {
+        ConsentRefusal::Revoked => "user.revoked",
+        _ => "user.connection_failed",
+    };
+    let data = serde_json::json!({ "user_ref": consent.user_ref, "reason": reason });
+    crate::relay::record_own(state, &consent.user_ref, event, data).await;
     match why {
         ConsentRefusal::Revoked => ConnectOutcome::Revoked,
         _ => ConnectOutcome::Failed(reason.to_owned()),
@@ -254,6 +260,12 @@ async fn finish(
                 bunq_user_id = user.bunq_user_id,
                 "user connected"
             );
+            let data = serde_json::json!({
+                "user_ref": consent.user_ref,
+                "bunq_user_id": user.bunq_user_id,
+            });
+            crate::relay::record_own(state, &consent.user_ref, "user.connected", data).await;
+            crate::callbacks::subscribe_in_background(state, &consent.user_ref, credential);
             ConnectOutcome::Connected
         }
         ConsentCompletion::IdentityMismatch { expected, got } => {

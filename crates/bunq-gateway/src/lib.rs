@@ -29,6 +29,7 @@
 
 mod app;
 mod auth;
+mod callbacks;
 pub mod config;
 mod connect;
 mod connector;
@@ -37,6 +38,7 @@ mod idempotent;
 mod listener;
 mod metrics;
 mod proxy;
+mod relay;
 
 use std::future::Future;
 
@@ -294,8 +296,11 @@ const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// runs.
 async fn sweeping<T>(state: &app::Shared, serving: impl Future<Output = T>) -> T {
     let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
+    // Aborting the relay mid-delivery loses nothing: the event is still pending.
+    let relay = tokio::spawn(relay::run(state.clone()));
     let served = serving.await;
     sweeper.abort();
+    relay.abort();
     served
 }
 

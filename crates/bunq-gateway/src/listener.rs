@@ -80,15 +80,17 @@ pub(crate) async fn serve_connections(
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(&e).await;
                     continue;
                 }
             },
         };
+        let (stream, peer) = stream;
         tokio::spawn(serve_connection(
             stream,
+            peer,
             router.clone(),
             limits.clone(),
             stop_tx.subscribe(),
@@ -126,6 +128,7 @@ async fn accept_failed(e: &io::Error) {
 /// One connection, HTTP/1.1 or HTTP/2, until it ends, the gateway stops, or it idles.
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -139,7 +142,12 @@ async fn serve_connection(
     });
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            // What axum's `into_make_service_with_connect_info` would give handlers: the
+            // peer, which `callbacks.allowed_sources` checks.
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let busy = Busy::begin(&activity);
             let router = router.clone();
             async move {

@@ -286,7 +286,7 @@ fn is_uuid(bytes: &[u8]) -> bool {
 
 /// The credential of a connected user; the cache spares the database on the hot path.
 /// Any other status answers what the application should do.
-async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId, ApiError> {
+pub(crate) async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId, ApiError> {
     let cached = state
         .routes
         .read()
@@ -348,21 +348,36 @@ async fn revoked(
     credential: &CredentialId,
     descriptions: &[String],
 ) -> ApiError {
-    forget_route(state, user_ref, credential);
     let reason = format!("bunq refused the access token: {}", descriptions.join(" "));
+    revoke_user(state, user_ref, credential, &reason).await;
+    grant_revoked()
+}
+
+/// Marks `user_ref` revoked if `credential` is still its live one: no call for the user
+/// reaches bunq from now on (the route is dropped, the store says `revoked`). Counted,
+/// and told to the application as `user.revoked`. Used when bunq refuses the
+/// credential and when bunq calls back that the grant was revoked.
+pub(crate) async fn revoke_user(
+    state: &Shared,
+    user_ref: &str,
+    credential: &CredentialId,
+    reason: &str,
+) {
+    forget_route(state, user_ref, credential);
     match state
         .store
-        .mark_revoked(user_ref, credential.as_str(), &reason)
+        .mark_revoked(user_ref, credential.as_str(), reason)
         .await
     {
         Ok(true) => {
             state.metrics.grant_revoked();
             tracing::warn!(user_ref, "access withdrawn in bunq; user marked revoked");
+            let data = serde_json::json!({ "user_ref": user_ref, "reason": reason });
+            crate::relay::record_own(state, user_ref, "user.revoked", data).await;
         }
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "cannot record a revocation"),
     }
-    grant_revoked()
 }
 
 fn outcome_word(e: &SessionError) -> &'static str {

@@ -92,6 +92,7 @@ pub mod envelope;
 mod error;
 mod lifecycle;
 mod manager;
+mod notification;
 mod rate_limit;
 mod store;
 mod transport;
@@ -107,6 +108,7 @@ pub use context::{ApiContext, CredentialId, Device, Installation, Session, UserK
 pub use envelope::Pagination;
 pub use error::{Error, SendFailure, TimeoutKind};
 pub use manager::{SessionManager, SessionManagerConfig};
+pub use notification::{FilterScope, NotificationFilter};
 pub use rate_limit::{LimitScope, RateLimitPolicy};
 pub use store::{ContextStore, ContextStoreError, MemoryContextStore};
 pub use transport::TransportError;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use bunq_session::{
     ApiRequest, BunqClient, ClientConfig, ContextStore as _, CredentialId, Environment, Error,
-    MemoryContextStore, RateLimitPolicy, SessionManager, SessionManagerConfig, UserKind,
+    FilterScope, MemoryContextStore, NotificationFilter, RateLimitPolicy, SessionManager,
+    SessionManagerConfig, UserKind,
 };
 use bunq_testkit::{FakeBunq, FakeConfig};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -754,4 +755,63 @@ async fn a_disconnected_credential_leaves_no_slot_once_the_store_forgot_it() {
     ));
     assert_eq!(m.slot_count(), 0);
     assert_eq!(store.saves_after_delete.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn notification_filters_are_set_and_listed_at_user_and_account_level() {
+    let (fake, m, _) = plain().await;
+    let user = fake.create_sandbox_user();
+    let cred = CredentialId::new("filters");
+    m.connect(&cred, SecretString::from(user.api_key.clone()))
+        .await
+        .unwrap();
+    let wanted = vec![
+        NotificationFilter::new("PAYMENT", "https://app.example/cb"),
+        NotificationFilter::new("OAUTH", "https://app.example/cb"),
+    ];
+    let stored = m
+        .set_notification_filters(&cred, FilterScope::User, &wanted)
+        .await
+        .unwrap();
+    assert_eq!(stored, wanted);
+    assert_eq!(
+        m.notification_filters(&cred, FilterScope::User)
+            .await
+            .unwrap(),
+        wanted
+    );
+    let account = FilterScope::MonetaryAccount(user.monetary_account_ids[1]);
+    assert!(
+        m.notification_filters(&cred, account)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let one = [NotificationFilter::new("MUTATION", "https://app.example/a")];
+    m.set_notification_filters(&cred, account, &one)
+        .await
+        .unwrap();
+    assert_eq!(m.notification_filters(&cred, account).await.unwrap(), one);
+
+    // bunq's limit of 2 URLs per category comes back as bunq's error.
+    let three: Vec<NotificationFilter> = (0..3)
+        .map(|i| NotificationFilter::new("PAYMENT", format!("https://app.example/{i}")))
+        .collect();
+    let refused = m
+        .set_notification_filters(&cred, FilterScope::User, &three)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Api { status: 400, .. })),
+        "{refused:?}"
+    );
+    // Clearing is an empty list.
+    m.set_notification_filters(&cred, FilterScope::User, &[])
+        .await
+        .unwrap();
+    assert!(
+        m.notification_filters(&cred, FilterScope::User)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -5,6 +5,7 @@ use rusqlite::{Transaction, params};
 use crate::audit::{self, AuditEvent};
 use crate::consents::CONSENTS;
 use crate::context::{CONTEXTS, INSTALLATION_TOKEN, PRIVATE_KEY, SECRET, SESSION_TOKEN, SESSIONS};
+use crate::events::{EVENTS, PAYLOAD};
 use crate::idempotency::{ANSWER, IDEMPOTENCY_KEYS};
 use crate::key::{FORMAT_V1, MasterKey, sealed_key_id};
 use crate::users::{ACCESS_TOKEN, USERS};
@@ -19,6 +20,7 @@ const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     (SESSIONS, "credential", SESSION_TOKEN),
     (CONSENTS, "credential", ACCESS_TOKEN),
     (IDEMPOTENCY_KEYS, "id", ANSWER),
+    (EVENTS, "id", PAYLOAD),
 ];
 
 /// What [`Store::rotate_key`] did.

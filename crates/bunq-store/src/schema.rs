@@ -144,8 +144,45 @@ CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 CREATE INDEX idempotency_keys_by_user ON idempotency_keys (user_ref);
 "#;
 
+/// Version 3: bunq callbacks and the outbox of events relayed to the application.
+///
+/// - `callback_ids`: one opaque random id per user, the last segment of the callback URL
+///   registered at bunq (`/bunq/callbacks/{id}`), so that the URL names no `user_ref`
+///   and cannot be guessed.
+/// - `events`: the outbox. `seq` orders events (per user, for delivery; overall, as the
+///   pull API's cursor); `id` is the public id (`webhook-id`) and the row key the sealed
+///   `payload` is bound to. `dedupe_key` (a digest of bunq's body) makes bunq's retries
+///   of one callback one row. Delivery state: `attempts`, `next_attempt_at`, and
+///   `delivered_at` or `dead_at` once settled; nothing marks an attempt in progress, so
+///   a process killed mid-delivery delivers again after a restart.
+const V3: &str = r#"
+CREATE TABLE callback_ids (
+    user_ref     TEXT PRIMARY KEY NOT NULL,
+    callback_id  TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE events (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    user_ref         TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    payload          BLOB NOT NULL,
+    dedupe_key       TEXT,
+    received_at      INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    delivered_at     INTEGER,
+    dead_at          INTEGER,
+    last_error       TEXT
+) STRICT;
+CREATE UNIQUE INDEX events_by_dedupe ON events (user_ref, dedupe_key);
+CREATE INDEX events_pending ON events (user_ref, seq)
+    WHERE delivered_at IS NULL AND dead_at IS NULL;
+"#;
+
 /// Every migration, oldest first. Append only: never edit a released one.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// The schema version this crate writes (`PRAGMA user_version` after open).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -260,6 +260,10 @@ impl Store {
                 .execute([&user_ref])?;
             tx.prepare_cached("DELETE FROM idempotency_keys WHERE user_ref = ?1")?
                 .execute([&user_ref])?;
+            // The callback URL dies with the user; a new connection gets a new one.
+            // Events stay: they are the application's record until delivered.
+            tx.prepare_cached("DELETE FROM callback_ids WHERE user_ref = ?1")?
+                .execute([&user_ref])?;
             let existed = users + contexts + sessions + consents > 0;
             if existed {
                 let detail = match bunq_user_id.flatten() {

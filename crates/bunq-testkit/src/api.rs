@@ -46,6 +46,8 @@ pub(crate) enum Op {
     UpdateOauthClient(u64, u64),
     CreateCallbackUrl(u64, u64),
     ListCallbackUrls(u64, u64),
+    SetNotificationFilters(u64, Option<u64>),
+    ListNotificationFilters(u64, Option<u64>),
 }
 
 enum Resolved {
@@ -172,6 +174,38 @@ fn resolve(method: &str, segs: &[&str]) -> Resolved {
                 ),
             ],
         ),
+        (["user", _, "notification-filter-url"], Some(u), ..) => pick(
+            method,
+            &[
+                (
+                    "POST",
+                    SetNotificationFilters(u, None),
+                    "POST /user/{id}/notification-filter-url",
+                ),
+                (
+                    "GET",
+                    ListNotificationFilters(u, None),
+                    "GET /user/{id}/notification-filter-url",
+                ),
+            ],
+        ),
+        (["user", _, "monetary-account", _, "notification-filter-url"], Some(u), Some(a), _) => {
+            pick(
+                method,
+                &[
+                    (
+                        "POST",
+                        SetNotificationFilters(u, Some(a)),
+                        "POST /user/{id}/monetary-account/{aid}/notification-filter-url",
+                    ),
+                    (
+                        "GET",
+                        ListNotificationFilters(u, Some(a)),
+                        "GET /user/{id}/monetary-account/{aid}/notification-filter-url",
+                    ),
+                ],
+            )
+        }
         _ => Resolved::NotFound,
     }
 }
@@ -467,6 +501,14 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
         Op::ListCallbackUrls(u, c) => {
             check_user(u)?;
             crate::oauth::list_callback_urls(shared, caller, c)
+        }
+        Op::SetNotificationFilters(u, a) => {
+            check_user(u)?;
+            crate::notify::set_filters(shared, caller, a, &call)
+        }
+        Op::ListNotificationFilters(u, a) => {
+            check_user(u)?;
+            crate::notify::list_filters(shared, caller, a)
         }
         Op::Installation
         | Op::SandboxUserPerson

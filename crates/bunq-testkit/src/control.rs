@@ -170,3 +170,25 @@ pub(crate) async fn balance(
             .into_response(),
     }
 }
+
+/// `GET /_fake/callbacks` → `{"callbacks": [{"target", "category", "event_type", "body",
+/// "signature", "attempts", "delivered"}]}`, every callback sent since start, oldest first.
+pub(crate) async fn callbacks(State(shared): State<Arc<Shared>>) -> Response {
+    let list: Vec<serde_json::Value> = shared
+        .callbacks
+        .sent()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "target": c.target,
+                "category": c.category,
+                "event_type": c.event_type,
+                "body": String::from_utf8_lossy(&c.body),
+                "signature": c.signature,
+                "attempts": c.attempts,
+                "delivered": c.delivered,
+            })
+        })
+        .collect();
+    Json(json!({"callbacks": list})).into_response()
+}

@@ -188,8 +188,30 @@ impl Knobs {
     /// credentials are incorrect. Incorrect API key or IP address.", and the sessions
     /// opened with them end (401 "Insufficient authorisation."). A later consent gives a
     /// new token that works.
+    ///
+    /// Each revoked grant's `OAUTH` notification filters get an `OAUTH_REVOKED` callback
+    /// (object `{"OauthGrant": {"id", "status": "REVOKED", "granted_by_user_id"}}`).
     pub fn revoke_oauth_grants(&self, granted_by_user_id: u64) -> usize {
-        self.0.world().revoke_grants(granted_by_user_id)
+        let revoked = self.0.world().revoke_grants(granted_by_user_id);
+        let mut ids: Vec<u64> = revoked.iter().copied().collect();
+        ids.sort_unstable();
+        let events: Vec<crate::notify::Event> = ids
+            .iter()
+            .map(|&g| crate::notify::Event {
+                owner: granted_by_user_id,
+                account: None,
+                only: Some(crate::world::Subject::ApiKey(g)),
+                category: "OAUTH",
+                event_type: "OAUTH_REVOKED",
+                object: serde_json::json!({"OauthGrant": {
+                    "id": g,
+                    "status": "REVOKED",
+                    "granted_by_user_id": granted_by_user_id,
+                }}),
+            })
+            .collect();
+        crate::notify::emit(&self.0, &events);
+        ids.len()
     }
 
     /// The next `n` session-authenticated non-GET calls (POST, PUT, PATCH, DELETE) that

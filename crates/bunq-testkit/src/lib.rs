@@ -33,8 +33,23 @@
 //! `POST /user/{id}/monetary-account/{aid}/request-inquiry` (to `sugardaddy@bunq.com`:
 //! the account is credited at once, at most 500.00 per request),
 //! `POST|GET /user/{id}/oauth-client`, `GET|PUT /user/{id}/oauth-client/{cid}`,
-//! `POST|GET /user/{id}/oauth-client/{cid}/callback-url`, `DELETE /session/{id}` (closes
-//! the calling session). Outside it: `GET /auth` and `POST /v1/token`.
+//! `POST|GET /user/{id}/oauth-client/{cid}/callback-url`,
+//! `POST|GET /user/{id}[/monetary-account/{aid}]/notification-filter-url`,
+//! `DELETE /session/{id}` (closes the calling session).
+//!
+//! # Callbacks
+//! `POST .../notification-filter-url` `{"notification_filters":[{"category",
+//! "notification_target"}]}` replaces the caller's filters there (at most 2 URLs per
+//! category; `http://` targets are accepted too, so tests need no TLS). Then the fake
+//! POSTs `{"NotificationUrl":{"target_url","category","event_type","object"}}`, signed
+//! with `X-Bunq-Server-Signature` like its answers, to every matching target: `PAYMENT`
+//! (`PAYMENT_CREATED`, and `PAYMENT_RECEIVED` to the owner of a fake IBAN paid) and
+//! `MUTATION` (`MUTATION_CREATED` / `MUTATION_RECEIVED`) with a `Payment` object for
+//! payments and sandbox top-ups, `REQUEST` (`REQUEST_INQUIRY_ACCEPTED`) for top-ups, and
+//! `OAUTH` (`OAUTH_REVOKED`) to a grant's own filters when it is revoked. A delivery not
+//! answered 2xx is retried [`FakeConfig::callback_retries`] more times,
+//! [`FakeConfig::callback_retry_interval`] apart; [`FakeBunq::sent_callbacks`] lists what
+//! was sent. Outside it: `GET /auth` and `POST /v1/token`.
 //!
 //! Sandbox users start with two EUR accounts at `0.00`; top them up with a request
 //! inquiry to the sugar daddy. In `/user/{id}` paths an OAuth session uses its
@@ -76,6 +91,7 @@
 //!   that were still live ([`FakeBunq::revoke_oauth_grants`])
 //! - `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`
 //! - `GET /_fake/payment-count` → `{"payment_count": n}` ([`FakeBunq::payment_count`])
+//! - `GET /_fake/callbacks` → `{"callbacks": [...]}` ([`FakeBunq::sent_callbacks`])
 //!
 //! Control calls are not counted and no knob applies to them.
 
@@ -83,6 +99,7 @@ mod api;
 mod control;
 mod knobs;
 mod money;
+mod notify;
 mod oauth;
 mod server;
 mod wire;
@@ -97,6 +114,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use knobs::Knobs;
+pub use notify::SentCallback;
 
 /// The `error_description` of bunq's HTTP 400 to a session-authenticated non-GET call
 /// whose `X-Bunq-Client-Request-Id` was already used on the same device (installation).
@@ -142,6 +160,10 @@ pub struct FakeConfig {
     pub rate_limit_window: Duration,
     /// How long an OAuth authorization code stays valid (default 600 s).
     pub code_ttl: Duration,
+    /// The pause before each retry of a failed callback delivery (bunq: a minute).
+    pub callback_retry_interval: Duration,
+    /// Retries of a failed callback delivery after the first attempt (bunq: 5).
+    pub callback_retries: u32,
 }
 
 impl Default for FakeConfig {
@@ -152,6 +174,8 @@ impl Default for FakeConfig {
             session_server_window: Duration::from_secs(30),
             rate_limit_window: Duration::from_secs(3),
             code_ttl: Duration::from_secs(600),
+            callback_retry_interval: Duration::from_secs(60),
+            callback_retries: 5,
         }
     }
 }
@@ -311,6 +335,12 @@ impl FakeBunq {
     /// "exactly one payment was made" after retries). Sandbox top-ups are not payments.
     pub fn payment_count(&self) -> usize {
         self.shared.world().payments.len()
+    }
+
+    /// Every callback sent (or being sent) to notification filter targets since start,
+    /// oldest first, with its exact body, signature and delivery attempts.
+    pub fn sent_callbacks(&self) -> Vec<SentCallback> {
+        self.shared.callbacks.sent()
     }
 
     /// The balance of `account_id` if it belongs to `user_id`, e.g. `"500.00"`.

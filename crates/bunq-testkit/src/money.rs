@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::api::{Call, Caller, parse_body};
 use crate::server::Shared;
 use crate::wire::{self, ApiError};
-use crate::world::{Payment, World, format_cents, parse_amount};
+use crate::world::{Payment, World, format_cents, parse_amount, timestamp};
 
 /// The address that gives sandbox users money.
 const SUGAR_DADDY: &str = "sugardaddy@bunq.com";
@@ -134,13 +134,15 @@ pub(crate) fn create_payment(
     if let Some(a) = world.accounts.get_mut(&account_id) {
         a.balance_cents -= cents;
     }
+    let mut received = None;
     if body.counterparty_alias.kind == "IBAN" {
         let iban = body.counterparty_alias.value.replace(' ', "");
         if let Some(target) = world.accounts.values_mut().find(|a| a.iban == iban) {
             target.balance_cents += cents;
+            received = Some((target.user_id, target.id));
         }
     }
-    world.payments.push(Payment {
+    let payment = Payment {
         id,
         account_id,
         amount_cents: cents,
@@ -151,8 +153,29 @@ pub(crate) fn create_payment(
         }),
         description: body.description.unwrap_or_default(),
         created: SystemTime::now(),
-    });
+    };
+    let sent = json!(world.payment_json(&payment));
+    let mut events = money_events(caller.owner, account_id, sent, "CREATED");
+    // The other side of a payment between fake accounts: its own id and sign, as bunq
+    // books it on the receiving account.
+    if let Some((owner, target)) = received {
+        let incoming = Payment {
+            id: world.next_id(),
+            account_id: target,
+            amount_cents: -cents,
+            counterparty: json!({
+                "type": "IBAN",
+                "value": world.accounts.get(&account_id).map(|a| a.iban.clone()),
+            }),
+            description: payment.description.clone(),
+            created: payment.created,
+        };
+        let object = world.payment_json(&incoming);
+        events.extend(money_events(owner, target, object, "RECEIVED"));
+    }
+    world.payments.push(payment);
     drop(world);
+    crate::notify::emit(shared, &events);
     Ok(wire::created_id(shared, id))
 }
 
@@ -205,13 +228,72 @@ pub(crate) fn create_request_inquiry(
     own_account(&world, caller, account_id)?;
     let id = world.next_id();
     // In the sandbox the sugar daddy accepts at once; other inquiries stay pending.
+    let mut events = Vec::new();
     if sugar_daddy {
         if let Some(a) = world.accounts.get_mut(&account_id) {
             a.balance_cents += cents;
         }
+        let now = SystemTime::now();
+        let inquiry = json!({"RequestInquiry": {
+            "id": id,
+            "created": timestamp(now),
+            "updated": timestamp(now),
+            "monetary_account_id": account_id,
+            "amount_inquired": {"value": format_cents(cents), "currency": "EUR"},
+            "counterparty_alias": {"type": "EMAIL", "value": SUGAR_DADDY},
+            "status": "ACCEPTED",
+        }});
+        events.push(crate::notify::Event {
+            owner: caller.owner,
+            account: Some(account_id),
+            only: None,
+            category: "REQUEST",
+            event_type: "REQUEST_INQUIRY_ACCEPTED",
+            object: inquiry,
+        });
+        // The money arrives as a payment from the sugar daddy (not counted as one of
+        // the payments made through the API).
+        let incoming = Payment {
+            id: world.next_id(),
+            account_id,
+            amount_cents: -cents,
+            counterparty: json!({"type": "EMAIL", "value": SUGAR_DADDY}),
+            description: "sandbox top-up".to_owned(),
+            created: now,
+        };
+        events.push(crate::notify::Event {
+            owner: caller.owner,
+            account: Some(account_id),
+            only: None,
+            category: "MUTATION",
+            event_type: "MUTATION_RECEIVED",
+            object: world.payment_json(&incoming),
+        });
     }
     drop(world);
+    crate::notify::emit(shared, &events);
     Ok(wire::created_id(shared, id))
+}
+
+/// The `PAYMENT` and `MUTATION` callbacks of a payment booked on `account` of `owner`
+/// (`what`: `CREATED` for the payer, `RECEIVED` for the payee).
+fn money_events(owner: u64, account: u64, payment: Value, what: &str) -> Vec<crate::notify::Event> {
+    let (payment_type, mutation_type) = if what == "CREATED" {
+        ("PAYMENT_CREATED", "MUTATION_CREATED")
+    } else {
+        ("PAYMENT_RECEIVED", "MUTATION_RECEIVED")
+    };
+    [("PAYMENT", payment_type), ("MUTATION", mutation_type)]
+        .into_iter()
+        .map(|(category, event_type)| crate::notify::Event {
+            owner,
+            account: Some(account),
+            only: None,
+            category,
+            event_type,
+            object: payment.clone(),
+        })
+        .collect()
 }
 
 /// Answers a list the way bunq does: newest first, `count` items (default 10, at most

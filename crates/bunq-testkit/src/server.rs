@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub world: Mutex<World>,
     pub knobs: KnobState,
     pub signer: Signer,
+    pub callbacks: crate::notify::Callbacks,
     calls: Mutex<HashMap<&'static str, u64>>,
     total: AtomicU64,
     /// Calls refused with 429 by the rate limits (not by a knob).
@@ -44,6 +45,10 @@ impl Shared {
     pub fn new(config: FakeConfig, signer: Signer) -> Self {
         Self {
             knobs: KnobState::new(config.session_timeout, config.rate_limits),
+            callbacks: crate::notify::Callbacks::new(
+                config.callback_retry_interval,
+                config.callback_retries,
+            ),
             config,
             world: Mutex::new(World::new()),
             signer,
@@ -167,6 +172,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(crate::control::revoke_oauth_grants),
         )
         .route("/_fake/payment-count", get(crate::control::payment_count))
+        .route("/_fake/callbacks", get(crate::control::callbacks))
         .fallback(crate::api::handle)
         .with_state(shared)
 }

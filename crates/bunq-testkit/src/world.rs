@@ -107,7 +107,7 @@ impl PermittedIps {
 }
 
 /// Who a session acts as.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Subject {
     /// An API-key session of this user.
     Person(u64),
@@ -178,6 +178,8 @@ pub(crate) struct World {
     pub payments: Vec<Payment>,
     /// The owner of the fake-internal OAuth client behind `grant_oauth_access`.
     pub internal_psp: Option<u64>,
+    /// Notification filters by (path user id, account id or None for user level).
+    pub notification_filters: HashMap<(u64, Option<u64>), crate::notify::FilterSet>,
 }
 
 /// A fresh random token: 32 random bytes as 64 lowercase hex digits, like bunq's.
@@ -225,7 +227,7 @@ impl World {
 
     /// Revokes every live grant of `granted_by` and ends the sessions opened with them;
     /// returns how many grants (one access token each) it revoked.
-    pub fn revoke_grants(&mut self, granted_by: u64) -> usize {
+    pub fn revoke_grants(&mut self, granted_by: u64) -> HashSet<u64> {
         let mut revoked = HashSet::new();
         for grant in self.grants.values_mut() {
             if grant.granted_by == granted_by && !grant.revoked {
@@ -235,7 +237,7 @@ impl World {
         }
         self.sessions
             .retain(|_, s| !matches!(s.subject, Subject::ApiKey(g) if revoked.contains(&g)));
-        revoked.len()
+        revoked
     }
 
     /// A sandbox `UserPerson` with an API key and two EUR accounts at 0.00.

@@ -40,6 +40,68 @@ pub struct Config {
     pub security: SecuritySettings,
     /// `[http]`: limits of the HTTP surface.
     pub http: HttpSettings,
+    /// `[callbacks]`: bunq's callbacks and the relay to the application.
+    pub callbacks: CallbackSettings,
+}
+
+/// `[callbacks]` (all optional).
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// The categories registered at bunq for every connected user (empty: none). By
+    /// default MUTATION, PAYMENT and OAUTH when `webhook_urls` are set, none otherwise
+    /// (list them for a pull-only setup).
+    pub categories: Vec<String>,
+    /// Where callbacks may come from; empty: anywhere (the default for the sandbox and
+    /// a custom base; production defaults to bunq's 185.40.108.0/22).
+    pub allowed_sources: Vec<ipnet::IpNet>,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether a callback without `X-Bunq-Server-Signature` is refused (one with a
+    /// signature that fails is always refused).
+    pub require_signature: bool,
+    /// The largest callback body accepted.
+    pub max_body_bytes: usize,
+    /// The application's webhook receivers (empty: events are only pulled).
+    pub webhook_urls: Vec<url::Url>,
+    /// The Standard Webhooks secret (`whsec_` + base64), required with `webhook_urls`.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// How long an event is retried before it is dead.
+    pub retry_period: Duration,
+    /// The first retry's pause; each failure doubles it (with jitter).
+    pub min_backoff: Duration,
+    /// The longest pause between two attempts.
+    pub max_backoff: Duration,
+    /// The timeout of one delivery attempt.
+    pub delivery_timeout: Duration,
+}
+
+/// The decoded bytes of a `whsec_` webhook secret. `Debug` redacts them.
+#[derive(Clone)]
+pub struct WebhookSecret(secrecy::SecretSlice<u8>);
+
+impl WebhookSecret {
+    /// Decodes `whsec_<base64>` (the prefix is optional, as in the Standard Webhooks
+    /// libraries); at least 16 bytes.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let b64 = text.trim();
+        let b64 = b64.strip_prefix("whsec_").unwrap_or(b64);
+        match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(bytes) if bytes.len() >= 16 => Ok(Self(bytes.into())),
+            Ok(_) => Err("must hold at least 16 bytes".to_owned()),
+            Err(_) => Err("must be `whsec_` followed by base64".to_owned()),
+        }
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret([redacted])")
+    }
 }
 
 /// How logs are written.
@@ -424,6 +486,8 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
             .and_then(NonZeroUsize::new),
     };
 
+    let callbacks = callback_settings(src, environment, bunq.api_base_url.is_some())?;
+
     Ok(Config {
         listen,
         public_url,
@@ -433,6 +497,140 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         oauth,
         security,
         http,
+        callbacks,
+    })
+}
+
+/// bunq's production callback source range.
+const BUNQ_CALLBACK_RANGE: &str = "185.40.108.0/22";
+
+fn networks(src: &Sources, key: &str) -> Result<Option<Vec<ipnet::IpNet>>, ConfigError> {
+    let Some(list) = src.str_list(key)? else {
+        return Ok(None);
+    };
+    list.iter()
+        .map(|s| {
+            // A bare address is a network of one.
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| src.err(key, format_args!("{s:?} is not an address or CIDR range")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn callback_settings(
+    src: &Sources,
+    environment: BunqEnvironment,
+    custom_base: bool,
+) -> Result<CallbackSettings, ConfigError> {
+    // Subscribing costs bunq calls at every connect and makes bunq call us: only once
+    // the operator asked for callbacks, by listing categories or a webhook receiver
+    // (then MUTATION, PAYMENT and OAUTH by default).
+    let receivers = src
+        .str_list("callbacks.webhook_urls")?
+        .is_some_and(|l| !l.is_empty());
+    let categories = match src.str_list("callbacks.categories")? {
+        Some(list) => list,
+        None if receivers => ["MUTATION", "PAYMENT", "OAUTH"].map(str::to_owned).to_vec(),
+        None => Vec::new(),
+    };
+    if let Some(bad) = categories
+        .iter()
+        .find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+    {
+        return Err(src.err(
+            "callbacks.categories",
+            format_args!("{bad:?} is not a bunq category (upper case, e.g. PAYMENT)"),
+        ));
+    }
+    let allowed_sources = match networks(src, "callbacks.allowed_sources")? {
+        Some(list) => list,
+        None if environment == BunqEnvironment::Production && !custom_base => {
+            vec![
+                BUNQ_CALLBACK_RANGE
+                    .parse()
+                    .map_err(|_| src.err("callbacks.allowed_sources", "bad built-in default"))?,
+            ]
+        }
+        None => Vec::new(),
+    };
+    let webhook_urls = src
+        .str_list("callbacks.webhook_urls")?
+        .unwrap_or_default()
+        .iter()
+        .map(|u| match url::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+            _ => Err(src.err(
+                "callbacks.webhook_urls",
+                format_args!("{u:?} is not an http:// or https:// URL"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret_text = match (
+        src.str("callbacks.webhook_secret")?,
+        src.str("callbacks.webhook_secret_file")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(src.err(
+                "callbacks.webhook_secret",
+                "give either webhook_secret or webhook_secret_file, not both",
+            ));
+        }
+        (Some(s), None) => Some(("callbacks.webhook_secret", s.to_owned())),
+        (None, Some(path)) => Some((
+            "callbacks.webhook_secret_file",
+            std::fs::read_to_string(path).map_err(|e| {
+                src.err(
+                    "callbacks.webhook_secret_file",
+                    format_args!("cannot read {path}: {e}"),
+                )
+            })?,
+        )),
+        (None, None) => None,
+    };
+    let webhook_secret = secret_text
+        .map(|(key, text)| WebhookSecret::parse(&text).map_err(|reason| src.err(key, reason)))
+        .transpose()?;
+    if !webhook_urls.is_empty() && webhook_secret.is_none() {
+        return Err(src.err(
+            "callbacks.webhook_secret",
+            "is missing (webhook_urls are set; set it or webhook_secret_file)",
+        ));
+    }
+    Ok(CallbackSettings {
+        categories,
+        allowed_sources,
+        trusted_proxies: networks(src, "callbacks.trusted_proxies")?.unwrap_or_default(),
+        require_signature: src.bool("callbacks.require_signature", false)?,
+        max_body_bytes: usize::try_from(src.int(
+            "callbacks.max_body_bytes",
+            64 * 1024,
+            (1024, 16 * 1024 * 1024),
+        )?)
+        .unwrap_or(usize::MAX),
+        webhook_urls,
+        webhook_secret,
+        retry_period: Duration::from_secs(src.int(
+            "callbacks.retry_period_seconds",
+            86_400,
+            (1, 30 * 86_400),
+        )?),
+        min_backoff: Duration::from_millis(src.int(
+            "callbacks.min_backoff_ms",
+            1_000,
+            (1, 3_600_000),
+        )?),
+        max_backoff: Duration::from_secs(src.int(
+            "callbacks.max_backoff_seconds",
+            3_600,
+            (1, 86_400),
+        )?),
+        delivery_timeout: Duration::from_secs(src.int(
+            "callbacks.delivery_timeout_seconds",
+            10,
+            (1, 300),
+        )?),
     })
 }
 

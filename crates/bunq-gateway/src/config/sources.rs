@@ -75,9 +75,21 @@ const KEYS: &[KeySpec] = &[
     sec("http", "max_connections", Kind::Int),
     sec("http", "idempotency_retention_seconds", Kind::Int),
     sec("http", "workers", Kind::Int),
+    sec("callbacks", "categories", Kind::StrList),
+    sec("callbacks", "allowed_sources", Kind::StrList),
+    sec("callbacks", "trusted_proxies", Kind::StrList),
+    sec("callbacks", "require_signature", Kind::Bool),
+    sec("callbacks", "max_body_bytes", Kind::Int),
+    sec("callbacks", "webhook_urls", Kind::StrList),
+    sec("callbacks", "webhook_secret", Kind::Str),
+    sec("callbacks", "webhook_secret_file", Kind::Str),
+    sec("callbacks", "retry_period_seconds", Kind::Int),
+    sec("callbacks", "min_backoff_ms", Kind::Int),
+    sec("callbacks", "max_backoff_seconds", Kind::Int),
+    sec("callbacks", "delivery_timeout_seconds", Kind::Int),
 ];
 
-const SECTIONS: &[&str] = &["bunq", "oauth", "security", "http"];
+const SECTIONS: &[&str] = &["bunq", "oauth", "security", "http", "callbacks"];
 
 impl KeySpec {
     fn dotted(&self) -> String {

@@ -24,6 +24,9 @@ struct Args {
     /// Answer bunq's rate limits with 429.
     #[arg(long)]
     rate_limits: bool,
+    /// The pause before each retry of a failed callback delivery (bunq: a minute).
+    #[arg(long, default_value_t = 60_000)]
+    callback_retry_interval_ms: u64,
     /// Print the URLs as one JSON object line instead of `name=value` lines.
     #[arg(long)]
     print_json: bool,
@@ -39,6 +42,7 @@ async fn main() -> std::process::ExitCode {
     let config = FakeConfig {
         session_timeout: Duration::from_secs(args.session_timeout_secs),
         rate_limits: args.rate_limits,
+        callback_retry_interval: Duration::from_millis(args.callback_retry_interval_ms),
         ..FakeConfig::default()
     };
     let fake = match FakeBunq::start_on(args.listen, config).await {
