@@ -232,7 +232,18 @@ impl Store {
     /// idempotency records, in one transaction, with a "disconnect" audit row that stays.
     /// Returns whether anything was there.
     pub async fn delete_user(&self, user_ref: &str) -> Result<bool, StoreError> {
+        self.delete_user_by(user_ref, None).await
+    }
+
+    /// [`Store::delete_user`], naming who asked for it (`actor`, e.g. the name of the
+    /// gateway's API key, never a secret) in the audit row's detail as `actor=<name>`.
+    pub async fn delete_user_by(
+        &self,
+        user_ref: &str,
+        actor: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let user_ref = user_ref.to_owned();
+        let actor = actor.map(str::to_owned);
         self.write(move |conn, shared| {
             let tx = conn.transaction()?;
             let bunq_user_id: Option<Option<i64>> = tx
@@ -273,6 +284,10 @@ impl Store {
                     None => {
                         format!("contexts={contexts} sessions={sessions} consents={consents}")
                     }
+                };
+                let detail = match &actor {
+                    Some(actor) => format!("{detail} actor={actor}"),
+                    None => detail,
                 };
                 audit::append(&tx, Some(&user_ref), AuditEvent::Disconnect, &detail)?;
             }
