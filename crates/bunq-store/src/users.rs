@@ -191,7 +191,7 @@ impl Store {
     ) -> Result<UserRecord, StoreError> {
         let user_ref = user_ref.to_owned();
         let db_id = to_db_id(bunq_user_id, "bunq user id")?;
-        self.write(move |conn, _| {
+        self.write(move |conn, shared| {
             let tx = conn.transaction()?;
             let now = now_db()?;
             let changed = tx
@@ -206,6 +206,7 @@ impl Store {
             }
             audit::append(
                 &tx,
+                shared,
                 Some(&user_ref),
                 AuditEvent::Connect,
                 &format!("bunq_user_id={bunq_user_id}"),
@@ -289,7 +290,7 @@ impl Store {
                     Some(actor) => format!("{detail} actor={actor}"),
                     None => detail,
                 };
-                audit::append(&tx, Some(&user_ref), AuditEvent::Disconnect, &detail)?;
+                audit::append(&tx, shared, Some(&user_ref), AuditEvent::Disconnect, &detail)?;
             }
             tx.commit()?;
             for credential in &credentials {
