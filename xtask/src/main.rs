@@ -4,9 +4,11 @@
 //! - `sandbox-setup`: onboard against bunq's sandbox (or a bunq-fake) and write a gateway config.
 //! - `demo`: the whole flow against a local fake bunq, start to finish.
 //! - `bench`: the performance comparisons of `docs/PERFORMANCE.md`.
+//! - `fuzz`: every cargo-fuzz target of `fuzz/` for N seconds.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod gateway_process;
 mod progress;
 mod sandbox;
@@ -31,6 +33,8 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Measure signing, the gateway against nginx, sessions, the store and the footprint.
     Bench(bench::BenchArgs),
+    /// Run every cargo-fuzz target (fuzz/) for --seconds each, on the committed seeds.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[tokio::main]
@@ -40,6 +44,7 @@ async fn main() -> std::process::ExitCode {
         Task::SandboxSetup(args) => sandbox::run(&args).await.map(|_| ()),
         Task::Demo(args) => demo::run(&args).await,
         Task::Bench(args) => bench::run(&args).await,
+        Task::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ use bunq_store::{MasterKey, Store};
 use http::StatusCode;
 use secrecy::ExposeSecret as _;
 
-use crate::auth::ApiKeys;
+use crate::auth::{ApiKeys, Caller};
 use crate::config::{BunqEnvironment, Config, KeySource};
 use crate::connector::Connector;
 use crate::error::{ApiError, GatewayError};
@@ -270,17 +270,67 @@ async fn observe(State(state): State<Shared>, request: Request, next: Next) -> R
     response
 }
 
+/// Accepts a request whose bearer token is one of the API keys, puts the key's
+/// [`Caller`] in its extensions (handlers read the name and prefixes from there), keeps
+/// a key limited to `user_ref` prefixes to its users, and logs the key's name.
 async fn require_bearer(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let header = request.headers().get(http::header::AUTHORIZATION);
-    if !state.api_keys.accepts(header) {
+    let Some(caller) = state.api_keys.caller(header).cloned() else {
         let mut response = ApiError::unauthorized().into_response();
         response.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
         );
         return response;
+    };
+    let (mut parts, body) = request.into_parts();
+    let route = route_label(parts.extensions.get::<MatchedPath>());
+    if caller.is_restricted() && !restricted_may_call(&caller, route, &mut parts, &state).await {
+        tracing::info!(
+            key = caller.name(),
+            route,
+            "API key used outside its user_ref_prefixes"
+        );
+        return ApiError::forbidden_user_ref().into_response();
     }
-    next.run(request).await
+    let method = parts.method.clone();
+    parts.extensions.insert(caller.clone());
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // The key's name, never the key: who did what, for the operator.
+    tracing::info!(
+        key = caller.name(),
+        %method,
+        route,
+        status = response.status().as_u16(),
+        "api request"
+    );
+    response
+}
+
+/// Whether a key limited to `user_ref` prefixes may call `route`: a route about one user
+/// when the user's (decoded, as the handler sees it) `user_ref` has one of them. The
+/// event routes list and redeliver every user's events, so such a key may not use
+/// them; `POST /v1/authorizations` carries its `user_ref` in the body and is checked by
+/// its handler.
+async fn restricted_may_call(
+    caller: &Caller,
+    route: &str,
+    parts: &mut http::request::Parts,
+    state: &Shared,
+) -> bool {
+    use axum::extract::{FromRequestParts as _, RawPathParams};
+    if route.contains("{user_ref}") {
+        match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => params
+                .iter()
+                .find(|(name, _)| *name == "user_ref")
+                .is_some_and(|(_, user_ref)| caller.may_act_on(user_ref)),
+            // Fail closed: an undecodable user_ref is no user of this key's.
+            Err(_) => false,
+        }
+    } else {
+        route == "/v1/authorizations"
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

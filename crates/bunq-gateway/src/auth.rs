@@ -1,16 +1,52 @@
 //! Bearer authentication of `/v1/*` callers.
 
+use std::sync::Arc;
+
 use http::HeaderValue;
 use ring::digest::{SHA256, digest};
-use secrecy::{ExposeSecret as _, SecretString};
-use subtle::ConstantTimeEq as _;
+use secrecy::ExposeSecret as _;
+use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
-/// The accepted bearer tokens, kept as SHA-256 digests.
+use crate::config::ApiKey;
+
+/// The accepted bearer tokens, kept as SHA-256 digests, with who each one is.
 ///
 /// Comparing digests in constant time, against every key without stopping early, leaks
 /// neither a key's content nor its length through timing.
 pub struct ApiKeys {
     digests: Vec<[u8; 32]>,
+    callers: Vec<Caller>,
+}
+
+/// The key a `/v1` request was accepted with: its name (for logs and the audit log)
+/// and the `user_ref`s it may act on. Put in the request's extensions by the bearer
+/// check.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    name: Arc<str>,
+    prefixes: Arc<[String]>,
+}
+
+impl Caller {
+    /// The key's configured name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the key is limited to some `user_ref` prefixes.
+    pub(crate) fn is_restricted(&self) -> bool {
+        !self.prefixes.is_empty()
+    }
+
+    /// Whether the key may act on `user_ref`: always without prefixes, otherwise when it
+    /// starts with one of them.
+    pub(crate) fn may_act_on(&self, user_ref: &str) -> bool {
+        self.prefixes.is_empty()
+            || self
+                .prefixes
+                .iter()
+                .any(|p| user_ref.starts_with(p.as_str()))
+    }
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -26,27 +62,41 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl ApiKeys {
-    /// Keeps the digests of `keys`.
-    pub fn new(keys: &[SecretString]) -> Self {
+    /// Keeps the digests of `keys`, their names and prefixes.
+    pub(crate) fn new(keys: &[ApiKey]) -> Self {
         Self {
             digests: keys
                 .iter()
-                .map(|k| sha256(k.expose_secret().as_bytes()))
+                .map(|k| sha256(k.key.expose_secret().as_bytes()))
+                .collect(),
+            callers: keys
+                .iter()
+                .map(|k| Caller {
+                    name: k.name.as_str().into(),
+                    prefixes: k.user_ref_prefixes.clone().into(),
+                })
                 .collect(),
         }
     }
 
-    /// Whether an `Authorization` header carries one of the keys as a bearer token.
-    pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some(token) = authorization.and_then(bearer_token) else {
-            return false;
-        };
+    /// The key an `Authorization` header carries as a bearer token, if it is one of them.
+    pub(crate) fn caller(&self, authorization: Option<&HeaderValue>) -> Option<&Caller> {
+        let token = authorization.and_then(bearer_token)?;
         let presented = sha256(token);
-        let mut ok = subtle::Choice::from(0);
-        for known in &self.digests {
-            ok |= known.ct_eq(&presented);
+        // Every digest is compared and the match's index selected without a branch, so
+        // the time taken does not tell which key (or how many) matched.
+        let mut found = u32::MAX;
+        for (i, known) in self.digests.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            found.conditional_assign(&index, known.ct_eq(&presented));
         }
-        ok.into()
+        self.callers.get(usize::try_from(found).ok()?)
+    }
+
+    /// Whether an `Authorization` header carries one of the keys as a bearer token.
+    #[cfg(test)]
+    pub(crate) fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
+        self.caller(authorization).is_some()
     }
 }
 
@@ -72,10 +122,18 @@ fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    fn key(name: &str, key: &str, prefixes: &[&str]) -> ApiKey {
+        ApiKey {
+            name: name.to_owned(),
+            key: key.to_owned().into(),
+            user_ref_prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
     fn keys() -> ApiKeys {
         ApiKeys::new(&[
-            SecretString::from("first-key-0123456789"),
-            SecretString::from("second-key-0123456789"),
+            key("first", "first-key-0123456789", &[]),
+            key("second", "second-key-0123456789", &["tenant-b-"]),
         ])
     }
 
@@ -98,6 +156,28 @@ mod tests {
         assert!(!k.accepts(Some(&header("first-key-0123456789"))));
         assert!(!k.accepts(Some(&header("Bearer "))));
         assert!(!k.accepts(Some(&header("Bearer"))));
+    }
+
+    #[test]
+    fn names_the_matching_key_and_its_prefixes() {
+        let k = keys();
+        let first = k
+            .caller(Some(&header("Bearer first-key-0123456789")))
+            .expect("first");
+        assert_eq!(first.name(), "first");
+        assert!(!first.is_restricted());
+        assert!(first.may_act_on("anyone"));
+        let second = k
+            .caller(Some(&header("Bearer second-key-0123456789")))
+            .expect("second");
+        assert_eq!(second.name(), "second");
+        assert!(second.may_act_on("tenant-b-42"));
+        assert!(!second.may_act_on("tenant-a-42"));
+        assert!(!second.may_act_on("tenant-b"));
+        assert!(
+            k.caller(Some(&header("Bearer third-key-0123456789")))
+                .is_none()
+        );
     }
 
     #[test]

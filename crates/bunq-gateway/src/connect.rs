@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use bunq_oauth::{Callback, OAuthError, StateContext};
 use bunq_session::CredentialId;
@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{Shared, body_or_error};
+use crate::auth::Caller;
 use crate::connector::{ConnectOutcome, Connector};
 use crate::error::ApiError;
 
@@ -94,12 +95,16 @@ struct AuthorizationResponse<'a> {
 /// `POST /v1/authorizations`: a fresh authorize URL and single-use state for a user.
 pub(crate) async fn authorize(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_or_error(body, state.max_body_bytes)?;
     let request: AuthorizationRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     valid_user_ref(&request.user_ref)?;
+    if !caller.may_act_on(&request.user_ref) {
+        return Err(ApiError::forbidden_user_ref());
+    }
     let return_to = request
         .return_to
         .as_deref()
@@ -361,6 +366,7 @@ pub(crate) async fn get_user(
 /// every consent in progress. Idempotent: 204 whether or not the user existed.
 pub(crate) async fn delete_user(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(user_ref): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     valid_user_ref(&user_ref)?;
@@ -395,7 +401,10 @@ pub(crate) async fn delete_user(
             tracing::info!(user_ref, error = %e, "could not close a session at bunq");
         }
     }
-    state.store.delete_user(&user_ref).await?;
+    state
+        .store
+        .delete_user_by(&user_ref, Some(caller.name()))
+        .await?;
     // A connection that completed while we were closing sessions routed the user again.
     forget_route();
     tracing::info!(user_ref, "user deleted");

@@ -123,6 +123,15 @@ impl ApiError {
         )
     }
 
+    /// The API key is limited to some `user_ref` prefixes and this one is not among them.
+    pub(crate) fn forbidden_user_ref() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_user_ref",
+            "this API key may not act on this user_ref (see its user_ref_prefixes)",
+        )
+    }
+
     pub(crate) fn unknown_user() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -112,3 +112,13 @@ pub use notification::{FilterScope, NotificationFilter};
 pub use rate_limit::{LimitScope, RateLimitPolicy};
 pub use store::{ContextStore, ContextStoreError, MemoryContextStore};
 pub use transport::TransportError;
+
+/// Entry points for the fuzz targets (`fuzz/`), which build outside this crate: parsers
+/// that are otherwise private. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses a `POST /session-server` response body as the session lifecycle does.
+    pub fn parse_session_server(body: &[u8]) -> Result<crate::Session, crate::Error> {
+        crate::lifecycle::parse_session(body, std::time::SystemTime::now())
+    }
+}

@@ -1,12 +1,27 @@
 //! The append-only audit log: who connected, disconnected, got a session, and when the
 //! master key was rotated. Details name ids, never secrets.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use ring::hmac;
+use ring::rand::{SecureRandom as _, SystemRandom};
 use rusqlite::{Connection, OptionalExtension as _, params};
+use zeroize::Zeroizing;
 
+use crate::db::Shared;
+use crate::key::MasterKey;
 use crate::schema::{from_db_time, now_db};
 use crate::{Store, StoreError};
+
+/// The table of keys the store generated, sealed under the master key.
+pub(crate) const STORE_KEYS: &str = "store_keys";
+/// Its sealed column.
+pub(crate) const SEALED_KEY: &str = "sealed_key";
+/// The row of the audit log's hashing key.
+const AUDIT_KEY_NAME: &str = "audit";
+/// Marks a hashed `user_ref` (format 1: HMAC-SHA256, hex).
+const HASH_PREFIX: &str = "h1:";
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +86,9 @@ pub struct AuditEntry {
     pub id: u64,
     /// When it was written.
     pub at: SystemTime,
-    /// The user (or credential) concerned; `None` for store-wide events.
+    /// The user (or credential) concerned, as kept: `h1:` and the hex HMAC-SHA256 of the
+    /// `user_ref` under the store's audit key (never the `user_ref` itself, so that a
+    /// deleted user's identity is gone from the log); `None` for store-wide events.
     pub user_ref: Option<String>,
     /// What happened.
     pub event: AuditEvent,
@@ -83,15 +100,92 @@ pub struct AuditEntry {
 /// the data never disagree.
 pub(crate) fn append(
     conn: &Connection,
+    shared: &Shared,
     user_ref: Option<&str>,
     event: AuditEvent,
     detail: &str,
 ) -> Result<(), StoreError> {
+    let hashed = user_ref
+        .map(|u| Ok::<_, StoreError>(hash_ref(shared.audit_key(conn)?.as_ref(), u)))
+        .transpose()?;
     conn.prepare_cached(
         "INSERT INTO audit_log (at, user_ref, event, detail) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![now_db()?, user_ref, event.as_str(), detail])?;
+    .execute(params![now_db()?, hashed, event.as_str(), detail])?;
     Ok(())
+}
+
+/// How a `user_ref` stands in the audit log.
+fn hash_ref(key: &hmac::Key, user_ref: &str) -> String {
+    let tag = hmac::sign(key, user_ref.as_bytes());
+    let mut out = String::with_capacity(HASH_PREFIX.len() + 64);
+    out.push_str(HASH_PREFIX);
+    for b in tag.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Reads the audit key (sealed in `store_keys`) with any key of the keyring.
+pub(crate) fn load_key(conn: &Connection, shared: &Shared) -> Result<hmac::Key, StoreError> {
+    let blob: Vec<u8> = conn
+        .prepare_cached("SELECT sealed_key FROM store_keys WHERE name = ?1")?
+        .query_row([AUDIT_KEY_NAME], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::Corrupt("the audit key is missing".to_owned()))?;
+    let bytes = shared
+        .keyring()
+        .open(&blob, STORE_KEYS, SEALED_KEY, AUDIT_KEY_NAME)?;
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+}
+
+/// Run by [`Store::open`] on the writer before anything else: creates the audit key on
+/// the first open at schema v5 (sealed under `key`) and, in the same transaction,
+/// re-hashes the `user_ref` of every row written before v5 (the append-only trigger is
+/// lifted for that statement only and put back before the commit). Returns the key when
+/// it was created here.
+pub(crate) fn prepare(
+    conn: &mut Connection,
+    key: &MasterKey,
+) -> Result<Option<Arc<hmac::Key>>, StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM store_keys WHERE name = ?1")?
+        .query_row([AUDIT_KEY_NAME], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if exists {
+        return Ok(None);
+    }
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(bytes.as_mut())
+        .map_err(|_| StoreError::Crypto("system random source failed"))?;
+    let sealed = key.seal(bytes.as_ref(), STORE_KEYS, SEALED_KEY, AUDIT_KEY_NAME)?;
+    let hmac_key = hmac::Key::new(hmac::HMAC_SHA256, bytes.as_ref());
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO store_keys (name, sealed_key) VALUES (?1, ?2)",
+        params![AUDIT_KEY_NAME, sealed],
+    )?;
+    let legacy: Vec<(i64, String)> = tx
+        .prepare("SELECT id, user_ref FROM audit_log WHERE user_ref IS NOT NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if !legacy.is_empty() {
+        tx.execute_batch("DROP TRIGGER audit_log_no_update;")?;
+        {
+            let mut update = tx.prepare("UPDATE audit_log SET user_ref = ?2 WHERE id = ?1")?;
+            for (id, user_ref) in &legacy {
+                update.execute(params![id, hash_ref(&hmac_key, user_ref)])?;
+            }
+        }
+        tx.execute_batch(
+            "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
+        )?;
+    }
+    tx.commit()?;
+    Ok(Some(Arc::new(hmac_key)))
 }
 
 /// Whether `credential` has a row in `users` (audit rows name users when there is one).
@@ -104,10 +198,14 @@ pub(crate) fn is_user(conn: &Connection, credential: &str) -> Result<bool, Store
 }
 
 impl Store {
-    /// The audit log, oldest first: all of it, or only the rows about `user_ref`.
+    /// The audit log, oldest first: all of it, or only the rows about `user_ref` (whose
+    /// keyed hash is looked for; entries carry the hash, see [`AuditEntry::user_ref`]).
     pub async fn audit_log(&self, user_ref: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
         let user_ref = user_ref.map(str::to_owned);
-        self.read(move |conn, _| {
+        self.read(move |conn, shared| {
+            let user_ref = user_ref
+                .map(|u| Ok::<_, StoreError>(hash_ref(shared.audit_key(conn)?.as_ref(), &u)))
+                .transpose()?;
             let mut stmt = conn.prepare_cached(
                 "SELECT id, at, user_ref, event, detail FROM audit_log
                  WHERE ?1 IS NULL OR user_ref = ?1 ORDER BY id",

@@ -191,6 +191,7 @@ impl Store {
             .execute(params![user_ref, now])?;
             audit::append(
                 &tx,
+                shared,
                 Some(&user_ref),
                 AuditEvent::Consent,
                 &format!("replace={replace}"),
@@ -312,6 +313,7 @@ impl Store {
                     set_last_consent(&tx, &user_ref, "identity_mismatch")?;
                     audit::append(
                         &tx,
+                        shared,
                         Some(&user_ref),
                         AuditEvent::IdentityMismatch,
                         &format!("expected_granted_by={expected} got_granted_by={got}"),
@@ -354,7 +356,7 @@ impl Store {
             if replaced.is_some() {
                 detail.push_str(" replaced_previous_connection=true");
             }
-            audit::append(&tx, Some(&user_ref), AuditEvent::Connect, &detail)?;
+            audit::append(&tx, shared, Some(&user_ref), AuditEvent::Connect, &detail)?;
             let user = user_row(&tx, &user_ref)?.ok_or_else(|| StoreError::UnknownUser {
                 user_ref: user_ref.clone(),
             })?;
@@ -404,6 +406,7 @@ impl Store {
             set_last_consent(&tx, &user_ref, why.as_str())?;
             audit::append(
                 &tx,
+                shared,
                 Some(&user_ref),
                 AuditEvent::ConsentRefused,
                 &format!("outcome={} reason={reason}", why.as_str()),
@@ -429,7 +432,7 @@ impl Store {
         let user_ref = user_ref.to_owned();
         let credential = credential.to_owned();
         let reason = reason.to_owned();
-        self.write(move |conn, _| {
+        self.write(move |conn, shared| {
             let tx = conn.transaction()?;
             let changed = tx
                 .prepare_cached(
@@ -439,7 +442,7 @@ impl Store {
                 )?
                 .execute(params![user_ref, credential, reason, now_db()?])?;
             if changed > 0 {
-                audit::append(&tx, Some(&user_ref), AuditEvent::Revoked, &reason)?;
+                audit::append(&tx, shared, Some(&user_ref), AuditEvent::Revoked, &reason)?;
             }
             tx.commit()?;
             Ok(changed > 0)

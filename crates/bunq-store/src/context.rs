@@ -266,7 +266,13 @@ fn write_context(
                         " (credential without user row)"
                     }
                 );
-                audit::append(&tx, Some(credential), AuditEvent::SessionCreated, &detail)?;
+                audit::append(
+                    &tx,
+                    shared,
+                    Some(credential),
+                    AuditEvent::SessionCreated,
+                    &detail,
+                )?;
             }
         }
         None => {

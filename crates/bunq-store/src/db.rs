@@ -136,9 +136,21 @@ pub(crate) struct Shared {
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
     key_cache: Mutex<HashMap<String, Arc<ParsedKeys>>>,
+    /// The audit log's HMAC key, unsealed on first use (the keyring may change by then).
+    audit_key: std::sync::OnceLock<Arc<ring::hmac::Key>>,
 }
 
 impl Shared {
+    /// The key `audit_log.user_ref` is hashed with (see `audit.rs`).
+    pub(crate) fn audit_key(&self, conn: &Connection) -> Result<Arc<ring::hmac::Key>, StoreError> {
+        if let Some(key) = self.audit_key.get() {
+            return Ok(Arc::clone(key));
+        }
+        let key = Arc::new(crate::audit::load_key(conn, self)?);
+        // Two threads loading at once load the same key; either copy will do.
+        Ok(Arc::clone(self.audit_key.get_or_init(|| key)))
+    }
+
     pub(crate) fn keyring(&self) -> Arc<Keyring> {
         match self.keyring.read() {
             Ok(k) => Arc::clone(&k),
@@ -205,12 +217,14 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let path = path.as_ref().to_owned();
         let open_path = path.clone();
-        let (writer, readers) = tokio::task::spawn_blocking(move || {
-            let writer = schema::open_writer(&open_path, options.durability)?;
+        let prepare_key = key.clone();
+        let (writer, readers, audit_key) = tokio::task::spawn_blocking(move || {
+            let mut writer = schema::open_writer(&open_path, options.durability)?;
+            let audit_key = crate::audit::prepare(&mut writer, &prepare_key)?;
             let readers = (0..options.readers.max(1))
                 .map(|_| schema::open_reader(&open_path))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, StoreError>((writer, readers))
+            Ok::<_, StoreError>((writer, readers, audit_key))
         })
         .await
         .map_err(|_| StoreError::Closed)??;
@@ -229,6 +243,7 @@ impl Store {
             readers: Mutex::new(readers),
             reader_permits: Semaphore::new(permits),
             key_cache: Mutex::new(HashMap::new()),
+            audit_key: audit_key.map(std::sync::OnceLock::from).unwrap_or_default(),
         })))
     }
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{Transaction, params};
 
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, SEALED_KEY, STORE_KEYS};
 use crate::consents::CONSENTS;
 use crate::context::{CONTEXTS, INSTALLATION_TOKEN, PRIVATE_KEY, SECRET, SESSION_TOKEN, SESSIONS};
 use crate::events::{EVENTS, PAYLOAD};
@@ -21,6 +21,7 @@ const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     (CONSENTS, "credential", ACCESS_TOKEN),
     (IDEMPOTENCY_KEYS, "id", ANSWER),
     (EVENTS, "id", PAYLOAD),
+    (STORE_KEYS, "name", SEALED_KEY),
 ];
 
 /// What [`Store::rotate_key`] did.
@@ -108,6 +109,7 @@ impl Store {
             }
             audit::append(
                 &tx,
+                shared,
                 None,
                 AuditEvent::KeyRotated,
                 &format!(

@@ -181,8 +181,36 @@ CREATE INDEX events_pending ON events (user_ref, seq)
     WHERE delivered_at IS NULL AND dead_at IS NULL;
 "#;
 
+/// Version 4: reserved for the callbacks branch's migration (events confirmation),
+/// developed at the same time; a no-op here, replaced by that migration when the
+/// branches meet (nothing in V5 depends on it).
+const V4_RESERVED: &str = "-- reserved";
+
+/// Version 5: the audit log's `user_ref` becomes a keyed hash (GDPR: deleting a user
+/// must be able to erase their identity, and the log stays append-only).
+///
+/// - `store_keys`: keys the store itself generated, sealed under the master key like any
+///   secret column (so a rotation re-seals them). `audit` is the 32-byte HMAC-SHA256 key
+///   `audit_log.user_ref` is hashed with: random rather than derived from the master
+///   key, so that the hashes (and per-user queries) survive a key rotation.
+/// - `audit_log.user_ref` now holds `h1:` and the hex HMAC of the user_ref. Rows written
+///   before this version are re-hashed in Rust at the first open (SQL cannot compute
+///   the HMAC), in the transaction that creates the key; see `audit::prepare`.
+const V5: &str = r#"
+CREATE TABLE store_keys (
+    name        TEXT PRIMARY KEY NOT NULL,
+    sealed_key  BLOB NOT NULL
+) STRICT;
+"#;
+
 /// Every migration, oldest first. Append only: never edit a released one.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(V1),
+    M::up(V2),
+    M::up(V3),
+    M::up(V4_RESERVED),
+    M::up(V5),
+];
 
 /// The schema version this crate writes (`PRAGMA user_version` after open).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -229,6 +257,9 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Deleted and overwritten content (a deleted user's sealed token, a rotated key's
+    // ciphertexts) is zeroed instead of lingering in free pages of the file.
+    conn.pragma_update(None, "secure_delete", true)?;
     migrations().to_latest(&mut conn)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)

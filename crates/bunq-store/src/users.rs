@@ -191,7 +191,7 @@ impl Store {
     ) -> Result<UserRecord, StoreError> {
         let user_ref = user_ref.to_owned();
         let db_id = to_db_id(bunq_user_id, "bunq user id")?;
-        self.write(move |conn, _| {
+        self.write(move |conn, shared| {
             let tx = conn.transaction()?;
             let now = now_db()?;
             let changed = tx
@@ -206,6 +206,7 @@ impl Store {
             }
             audit::append(
                 &tx,
+                shared,
                 Some(&user_ref),
                 AuditEvent::Connect,
                 &format!("bunq_user_id={bunq_user_id}"),
@@ -232,7 +233,18 @@ impl Store {
     /// idempotency records, in one transaction, with a "disconnect" audit row that stays.
     /// Returns whether anything was there.
     pub async fn delete_user(&self, user_ref: &str) -> Result<bool, StoreError> {
+        self.delete_user_by(user_ref, None).await
+    }
+
+    /// [`Store::delete_user`], naming who asked for it (`actor`, e.g. the name of the
+    /// gateway's API key, never a secret) in the audit row's detail as `actor=<name>`.
+    pub async fn delete_user_by(
+        &self,
+        user_ref: &str,
+        actor: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let user_ref = user_ref.to_owned();
+        let actor = actor.map(str::to_owned);
         self.write(move |conn, shared| {
             let tx = conn.transaction()?;
             let bunq_user_id: Option<Option<i64>> = tx
@@ -274,7 +286,11 @@ impl Store {
                         format!("contexts={contexts} sessions={sessions} consents={consents}")
                     }
                 };
-                audit::append(&tx, Some(&user_ref), AuditEvent::Disconnect, &detail)?;
+                let detail = match &actor {
+                    Some(actor) => format!("{detail} actor={actor}"),
+                    None => detail,
+                };
+                audit::append(&tx, shared, Some(&user_ref), AuditEvent::Disconnect, &detail)?;
             }
             tx.commit()?;
             for credential in &credentials {

@@ -273,8 +273,9 @@ async fn rotate_key_reseals_everything_under_the_new_key() {
     populate(&store, &users).await;
 
     let report = store.rotate_key(&old, &new).await.unwrap();
-    // Per user: token + context secret, installation token, private key + session token.
-    assert_eq!(report.reencrypted, 15);
+    // Per user: token + context secret, installation token, private key + session token;
+    // and the audit log's hashing key.
+    assert_eq!(report.reencrypted, 16);
     assert_eq!(report.already_new, 0);
     assert_eq!(report.new_key_id, new.key_id());
     assert_eq!(store.key_id(), new.key_id());
@@ -314,17 +315,31 @@ async fn rotate_key_resumes_a_partly_rotated_database() {
     let store = open(&db.path, &old).await;
     populate(&store, &["alice", "bob"]).await;
     store.close().await.unwrap();
-    // The operator switched the service to the new key before rotating: carol's rows
-    // are under the new key, the others under the old.
+    // The operator switched the service to the new key before rotating: carol's token
+    // is under the new key, the rest under the old.
     let store = open(&db.path, &new).await;
-    populate(&store, &["carol"]).await;
+    store
+        .put_access_token("carol", &SecretString::from("tok-carol"))
+        .await
+        .unwrap();
+    // A write that logs a user needs the audit key, still under the old key: refused
+    // (nothing written) rather than logged without its user.
+    assert!(matches!(
+        store.mark_connected("carol", 1).await,
+        Err(StoreError::UnknownKeyId {
+            table: "store_keys",
+            ..
+        })
+    ));
 
     let report = store.rotate_key(&old, &new).await.unwrap();
-    assert_eq!((report.reencrypted, report.already_new), (10, 5));
-    assert_readable(&store, &["alice", "bob", "carol"]).await;
+    // alice and bob (5 each) and the audit key; carol's token was already new.
+    assert_eq!((report.reencrypted, report.already_new), (11, 1));
+    assert_readable(&store, &["alice", "bob"]).await;
+    store.mark_connected("carol", 1).await.unwrap();
     // Running it again is a no-op.
     let again = store.rotate_key(&old, &new).await.unwrap();
-    assert_eq!((again.reencrypted, again.already_new), (0, 15));
+    assert_eq!((again.reencrypted, again.already_new), (0, 12));
 }
 
 #[tokio::test]

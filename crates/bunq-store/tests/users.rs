@@ -202,3 +202,23 @@ async fn debug_output_never_shows_secrets() {
     assert!(!text.contains("65, 65"), "master key bytes leaked: {text}");
     assert!(text.contains(&key.key_id()));
 }
+
+#[tokio::test]
+async fn delete_user_by_names_the_actor_in_the_audit_detail() {
+    let db = temp_db();
+    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+    store
+        .put_access_token("carol", &SecretString::from("tok-carol"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_user_by("carol", Some("ops-key"))
+            .await
+            .unwrap()
+    );
+    let log = store.audit_log(Some("carol")).await.unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last.event, AuditEvent::Disconnect);
+    assert!(last.detail.ends_with(" actor=ops-key"), "{}", last.detail);
+}

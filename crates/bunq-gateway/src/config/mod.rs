@@ -193,8 +193,22 @@ pub enum KeySource {
 pub struct SecuritySettings {
     /// The master key for encryption at rest.
     pub encryption_key: KeySource,
-    /// Bearer tokens accepted on `/v1/*`.
-    pub api_keys: Vec<SecretString>,
+    /// Bearer tokens accepted on `/v1/*`, each with a name.
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// One accepted bearer token (`[security] api_keys`). `Debug` shows the name and the
+/// prefixes, never the key.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// What logs and the audit log call the key (`key-1`, `key-2`... for the plain
+    /// list form and the environment variable).
+    pub name: String,
+    /// The token itself.
+    pub key: SecretString,
+    /// When not empty, the key may only act on `user_ref`s starting with one of these
+    /// (multi-tenant use: one key per tenant).
+    pub user_ref_prefixes: Vec<String>,
 }
 
 /// `[http]` (all optional).
@@ -425,21 +439,10 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         }
         (None, Some(path)) => KeySource::File(PathBuf::from(path)),
     };
-    let api_keys = src
-        .str_list("security.api_keys")?
-        .ok_or_else(|| src.err("security.api_keys", "is missing"))?;
-    if api_keys.is_empty() {
-        return Err(src.err("security.api_keys", "must hold at least one key"));
-    }
-    if api_keys.iter().any(|k| k.len() < MIN_API_KEY_LEN) {
-        return Err(src.err(
-            "security.api_keys",
-            format_args!("every key must be at least {MIN_API_KEY_LEN} characters"),
-        ));
-    }
+    let api_keys = api_keys(src)?;
     let security = SecuritySettings {
         encryption_key,
-        api_keys: api_keys.into_iter().map(SecretString::from).collect(),
+        api_keys,
     };
 
     let http = HttpSettings {
@@ -498,6 +501,149 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         security,
         http,
         callbacks,
+    })
+}
+
+/// The longest key file read (a key is a line; a longer file is a wrong path).
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// `security.api_keys`: a list of strings (named `key-1`, `key-2`... by position, as
+/// the environment variable's comma-separated form is), or a list of tables
+/// `{name, key | key_file, user_ref_prefixes}`. Both forms may be mixed.
+fn api_keys(src: &Sources) -> Result<Vec<ApiKey>, ConfigError> {
+    const KEY: &str = "security.api_keys";
+    let Some(items) = src.raw_list(KEY)? else {
+        return Err(src.err(KEY, "is missing"));
+    };
+    if items.is_empty() {
+        return Err(src.err(KEY, "must hold at least one key"));
+    }
+    let mut keys: Vec<ApiKey> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let position = i + 1;
+        let key = match item {
+            toml::Value::String(key) => ApiKey {
+                name: format!("key-{position}"),
+                key: SecretString::from(key.clone()),
+                user_ref_prefixes: Vec::new(),
+            },
+            toml::Value::Table(table) => named_key(src, table, position)?,
+            _ => {
+                return Err(src.err(
+                    KEY,
+                    "must be a list of strings or of {name, key | key_file} tables",
+                ));
+            }
+        };
+        // The key's text is never part of an error: only its name or position.
+        if secrecy::ExposeSecret::expose_secret(&key.key).len() < MIN_API_KEY_LEN {
+            return Err(src.err(
+                KEY,
+                format_args!(
+                    "every key must be at least {MIN_API_KEY_LEN} characters (key {:?} is not)",
+                    key.name
+                ),
+            ));
+        }
+        if keys.iter().any(|k| k.name == key.name) {
+            return Err(src.err(KEY, format_args!("the name {:?} is used twice", key.name)));
+        }
+        // Two names for one key would make the name a caller is logged under a guess.
+        if keys.iter().any(|k| {
+            secrecy::ExposeSecret::expose_secret(&k.key)
+                == secrecy::ExposeSecret::expose_secret(&key.key)
+        }) {
+            return Err(src.err(
+                KEY,
+                format_args!("key {:?} is the same key as an earlier one", key.name),
+            ));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn named_key(src: &Sources, table: &Table, position: usize) -> Result<ApiKey, ConfigError> {
+    const KEY: &str = "security.api_keys";
+    let field = |name: &str| -> Result<Option<&str>, ConfigError> {
+        match table.get(name) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.as_str())),
+            Some(_) => Err(src.err(
+                KEY,
+                format_args!("entry {position}: `{name}` must be a non-empty string"),
+            )),
+        }
+    };
+    if let Some(unknown) = table.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "name" | "key" | "key_file" | "user_ref_prefixes"
+        )
+    }) {
+        return Err(src.err(
+            KEY,
+            format_args!("entry {position}: unknown field `{unknown}`"),
+        ));
+    }
+    let name = field("name")?
+        .ok_or_else(|| src.err(KEY, format_args!("entry {position}: `name` is missing")))?;
+    // Names go into logs and the audit log as they are: a tame alphabet keeps them
+    // from forging log lines.
+    if name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(src.err(
+            KEY,
+            format_args!("entry {position}: `name` must be 1 to 64 of A-Z a-z 0-9 - _ ."),
+        ));
+    }
+    let key = match (field("key")?, field("key_file")?) {
+        (Some(key), None) => SecretString::from(key.to_owned()),
+        (None, Some(path)) => {
+            // Refused when group or others may read it, as the master key's file is.
+            let bytes = bunq_signing::read_private_file(path, MAX_KEY_FILE_BYTES)
+                .map_err(|e| src.err(KEY, format_args!("key {name:?}: key_file: {e}")))?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                src.err(
+                    KEY,
+                    format_args!("key {name:?}: key_file is not UTF-8 text"),
+                )
+            })?;
+            SecretString::from(text.trim().to_owned())
+        }
+        _ => {
+            return Err(src.err(
+                KEY,
+                format_args!("key {name:?}: give exactly one of `key` and `key_file`"),
+            ));
+        }
+    };
+    let user_ref_prefixes = match table.get("user_ref_prefixes") {
+        None => Vec::new(),
+        Some(toml::Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(src.err(
+                    KEY,
+                    format_args!("key {name:?}: user_ref_prefixes must be non-empty strings"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(src.err(
+                KEY,
+                format_args!("key {name:?}: user_ref_prefixes must be a non-empty list"),
+            ));
+        }
+    };
+    Ok(ApiKey {
+        name: name.to_owned(),
+        key,
+        user_ref_prefixes,
     })
 }
 

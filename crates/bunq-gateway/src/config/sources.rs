@@ -65,6 +65,8 @@ const KEYS: &[KeySpec] = &[
     sec("oauth", "state_ttl_seconds", Kind::Int),
     sec("security", "encryption_key", Kind::Str),
     sec("security", "encryption_key_file", Kind::Str),
+    // Strings or {name, key | key_file, user_ref_prefixes} tables; from the
+    // environment a comma-separated list of keys.
     sec("security", "api_keys", Kind::StrList),
     sec("http", "max_body_bytes", Kind::Int),
     sec("http", "request_timeout_seconds", Kind::Int),
@@ -198,6 +200,15 @@ impl Sources {
             ));
         }
         Ok(Some(url))
+    }
+
+    /// A list whatever its items are (the caller checks them).
+    pub(super) fn raw_list(&self, key: &str) -> Result<Option<&[Value]>, ConfigError> {
+        match self.values.get(key).map(|r| &r.value) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items.as_slice())),
+            Some(_) => Err(self.err(key, "must be a list")),
+        }
     }
 
     pub(super) fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {

@@ -100,9 +100,12 @@ fn environment_overrides_section_and_top_level_keys() {
     assert!(!c.bunq.verify_cache, "the bench's switch turns it off");
     assert_eq!(c.security.api_keys.len(), 2);
     assert_eq!(
-        c.security.api_keys[1].expose_secret(),
+        c.security.api_keys[1].key.expose_secret(),
         "bbbbbbbbbbbbbbbbbbbb"
     );
+    // The environment's form names keys by position, as a plain list in the file.
+    assert_eq!(c.security.api_keys[0].name, "key-1");
+    assert_eq!(c.security.api_keys[1].name, "key-2");
 }
 
 #[test]
@@ -326,5 +329,98 @@ fn bunq_urls_are_https_or_plain_http_on_loopback_only() {
             assert_eq!(err.key(), Some(format!("bunq.{key}").as_str()), "{err}");
             assert!(err.to_string().contains("https"), "{err}");
         }
+    }
+}
+
+fn with_keys(keys: &str) -> String {
+    full().replace(
+        r#"api_keys = ["0123456789abcdef0123"]"#,
+        &format!("api_keys = {keys}"),
+    )
+}
+
+#[test]
+fn api_keys_may_be_named_with_prefixes_and_mixed_with_plain_ones() {
+    let c = load(
+        &with_keys(
+            r#"[
+    "0123456789abcdef0123",
+    { name = "tenant-a", key = "aaaaaaaaaaaaaaaaaaaa", user_ref_prefixes = ["a-", "alpha-"] },
+]"#,
+        ),
+        &[],
+    )
+    .expect("valid");
+    let keys = &c.security.api_keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].name, "key-1");
+    assert!(keys[0].user_ref_prefixes.is_empty());
+    assert_eq!(keys[1].name, "tenant-a");
+    assert_eq!(keys[1].key.expose_secret(), "aaaaaaaaaaaaaaaaaaaa");
+    assert_eq!(keys[1].user_ref_prefixes, ["a-", "alpha-"]);
+    let debug = format!("{:?}", c.security);
+    assert!(!debug.contains("aaaaaaaaaaaaaaaaaaaa"), "{debug}");
+}
+
+#[test]
+fn api_key_files_are_read_and_refused_when_others_may_read_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("key");
+    std::fs::write(&path, "from-a-file-0123456789\n").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let table = format!(r#"[{{ name = "ops", key_file = "{}" }}]"#, path.display());
+    let c = load(&with_keys(&table), &[]).expect("valid");
+    assert_eq!(c.security.api_keys[0].name, "ops");
+    assert_eq!(
+        c.security.api_keys[0].key.expose_secret(),
+        "from-a-file-0123456789",
+        "surrounding whitespace is not part of the key"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = load(&with_keys(&table), &[]).expect_err("world-readable");
+    assert_eq!(err.key(), Some("security.api_keys"));
+    assert!(
+        err.to_string().contains("readable by group or others"),
+        "{err}"
+    );
+}
+
+#[test]
+fn api_key_tables_are_checked() {
+    for (keys, says) in [
+        (r#"[{ key = "aaaaaaaaaaaaaaaaaaaa" }]"#, "`name` is missing"),
+        (r#"[{ name = "x" }]"#, "exactly one of"),
+        (
+            r#"[{ name = "x", key = "aaaaaaaaaaaaaaaaaaaa", key_file = "/k" }]"#,
+            "exactly one of",
+        ),
+        (r#"[{ name = "x", key = "short" }]"#, "at least 16"),
+        (
+            r#"[{ name = "bad name", key = "aaaaaaaaaaaaaaaaaaaa" }]"#,
+            "`name` must be",
+        ),
+        (
+            r#"[{ name = "x", key = "aaaaaaaaaaaaaaaaaaaa", prefixes = ["a"] }]"#,
+            "unknown field",
+        ),
+        (
+            r#"[{ name = "x", key = "aaaaaaaaaaaaaaaaaaaa", user_ref_prefixes = [] }]"#,
+            "non-empty list",
+        ),
+        (
+            r#"[{ name = "x", key = "aaaaaaaaaaaaaaaaaaaa" }, { name = "x", key = "bbbbbbbbbbbbbbbbbbbb" }]"#,
+            "used twice",
+        ),
+        (
+            r#"[{ name = "x", key = "aaaaaaaaaaaaaaaaaaaa" }, { name = "y", key = "aaaaaaaaaaaaaaaaaaaa" }]"#,
+            "same key",
+        ),
+        ("[1]", "list of strings or of"),
+    ] {
+        let err = load(&with_keys(keys), &[]).expect_err(keys);
+        assert_eq!(err.key(), Some("security.api_keys"), "{err}");
+        assert!(err.to_string().contains(says), "{keys}: {err}");
+        assert!(!err.to_string().contains("aaaaaaaaaaaaaaaaaaaa"), "{err}");
     }
 }
