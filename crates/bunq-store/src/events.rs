@@ -222,12 +222,13 @@ impl Store {
 
     /// Stores `event` (payload sealed), due for delivery at once, unless an event with
     /// the same dedupe key is stored for the user already. Committed (and fsynced at
-    /// [`crate::Durability::Full`]) when it returns.
+    /// [`crate::Durability::Full`]) when it returns; concurrent calls share commits
+    /// (group commit), which is what lets bunq's callbacks be stored at thousands per
+    /// second without weakening that.
     pub async fn record_event(&self, event: NewEvent) -> Result<Recorded, StoreError> {
         let id = random_id("evt_")?;
         let payload = zeroize::Zeroizing::new(event.payload);
-        self.write(move |conn, shared| {
-            let tx = conn.transaction()?;
+        self.write_grouped(move |tx, shared| {
             if let Some(key) = &event.dedupe_key {
                 let existing: Option<String> = tx
                     .prepare_cached(
@@ -257,7 +258,6 @@ impl Store {
                 event.dedupe_key,
                 now
             ])?;
-            tx.commit()?;
             Ok(Recorded::New(id))
         })
         .await
