@@ -8,6 +8,7 @@
 //! with apt-get (and says so). Results: a table on stdout and `target/bench/report.json`.
 //! See `docs/PERFORMANCE.md` for the method and the latest figures.
 
+mod callbacks_rate;
 mod connect_rate;
 mod gateway;
 mod load;
@@ -237,6 +238,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     let bunq_minutes = if args.quick { 1 } else { 5 };
     if let Err(e) = connect_rate::measure(&mut report, &bin, &dir, bunq_minutes).await {
         report.skip("7", "connect rate", e);
+    }
+    heading("8. bunq callbacks: accepted per second, relay latency (vs a plain echo)");
+    let span = Duration::from_secs(if args.quick { 2 } else { 5 });
+    if let Err(e) = callbacks_rate::measure(&mut report, &bin, &dir, span).await {
+        report.skip("8", "bunq callbacks accepted and relayed", e);
     }
     let idle_rss_a = gw.pid().and_then(load::rss_mib);
     let _ = gw.terminate();

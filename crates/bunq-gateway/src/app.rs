@@ -350,6 +350,11 @@ async fn readyz(State(state): State<Shared>) -> Response {
 }
 
 async fn render_metrics(State(state): State<Shared>) -> Response {
+    match state.store.count_pending_events().await {
+        Ok(pending) => state.metrics.set_events_pending(pending),
+        // The other metrics are still worth a scrape; the gauge keeps its last value.
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count pending events"),
+    }
     match state.metrics.render() {
         Ok(text) => (
             [(

@@ -92,34 +92,53 @@ fn client_address(
 }
 
 /// `POST /bunq/callbacks/{id}`: public (bunq has no bearer), see the module docs.
+/// Counted by outcome in `bunq_gateway_callbacks_received_total`.
 pub(crate) async fn receive(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(callback_id): Path<String>,
     request: Request,
 ) -> Response {
+    let (outcome, response) = check_and_store(&state, peer, &callback_id, request).await;
+    state.metrics.callback_received(outcome);
+    response
+}
+
+/// [`receive`]'s work: the outcome's metric label and the answer.
+async fn check_and_store(
+    state: &Shared,
+    peer: SocketAddr,
+    callback_id: &str,
+    request: Request,
+) -> (&'static str, Response) {
     let settings = &state.callback_settings;
     // 1. A connected user's id.
-    let user_ref = match state.store.user_of_callback(&callback_id).await {
+    let user_ref = match state.store.user_of_callback(callback_id).await {
         Ok(Some(user_ref)) => user_ref,
-        Ok(None) => return refused(StatusCode::NOT_FOUND, "not_found", "no such callback"),
-        Err(e) => return ApiError::from(e).into_response(),
+        Ok(None) => return (UNKNOWN, not_found()),
+        Err(e) => return (ERROR, ApiError::from(e).into_response()),
     };
     let user = match state.store.user(&user_ref).await {
         Ok(Some(u)) if u.status == UserStatus::Connected => u,
-        Ok(_) => return refused(StatusCode::NOT_FOUND, "not_found", "no such callback"),
-        Err(e) => return ApiError::from(e).into_response(),
+        Ok(_) => return (UNKNOWN, not_found()),
+        Err(e) => return (ERROR, ApiError::from(e).into_response()),
     };
     // 2. Size and shape.
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, settings.max_body_bytes).await else {
-        return ApiError::too_large(settings.max_body_bytes).into_response();
+        return (
+            "too_large",
+            ApiError::too_large(settings.max_body_bytes).into_response(),
+        );
     };
     let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the body is not a bunq NotificationUrl",
+        return (
+            "malformed",
+            refused(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body is not a bunq NotificationUrl",
+            ),
         );
     };
     // 3. Source.
@@ -131,7 +150,10 @@ pub(crate) async fn receive(
                 user_ref,
                 "callback from outside callbacks.allowed_sources refused"
             );
-            return refused(StatusCode::FORBIDDEN, "forbidden", "source not allowed");
+            return (
+                "source_not_allowed",
+                refused(StatusCode::FORBIDDEN, "forbidden", "source not allowed"),
+            );
         }
     }
     // 4. bunq's signature, with the server key of the user's installation.
@@ -144,10 +166,8 @@ pub(crate) async fn receive(
         Some(signature) => {
             let context = match state.store.load_context(&credential).await {
                 Ok(Some(context)) => context,
-                Ok(None) => {
-                    return refused(StatusCode::NOT_FOUND, "not_found", "no such callback");
-                }
-                Err(e) => return ApiError::from(e).into_response(),
+                Ok(None) => return (UNKNOWN, not_found()),
+                Err(e) => return (ERROR, ApiError::from(e).into_response()),
             };
             if context
                 .installation
@@ -156,18 +176,24 @@ pub(crate) async fn receive(
                 .is_err()
             {
                 tracing::warn!(user_ref, "callback with a bad bunq signature refused");
-                return refused(
-                    StatusCode::UNAUTHORIZED,
+                return (
                     "signature_invalid",
-                    "X-Bunq-Server-Signature does not verify",
+                    refused(
+                        StatusCode::UNAUTHORIZED,
+                        "signature_invalid",
+                        "X-Bunq-Server-Signature does not verify",
+                    ),
                 );
             }
         }
         None if settings.require_signature => {
-            return refused(
-                StatusCode::UNAUTHORIZED,
-                "signature_required",
-                "X-Bunq-Server-Signature is required",
+            return (
+                "signature_missing",
+                refused(
+                    StatusCode::UNAUTHORIZED,
+                    "signature_required",
+                    "X-Bunq-Server-Signature is required",
+                ),
             );
         }
         None => {}
@@ -181,25 +207,42 @@ pub(crate) async fn receive(
     };
     let recorded = match state.store.record_event(event).await {
         Ok(recorded) => recorded,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return (ERROR, ApiError::from(e).into_response()),
     };
     state.relay.wake();
     let (id, duplicate) = match recorded {
         Recorded::New(id) => (id, false),
         Recorded::Duplicate(id) => (id, true),
-        _ => return ApiError::internal("unexpected outcome").into_response(),
+        _ => {
+            return (
+                ERROR,
+                ApiError::internal("unexpected outcome").into_response(),
+            );
+        }
     };
     if !duplicate && notification.is_revocation() {
         let credential = CredentialId::new(credential);
         proxy::revoke_user(
-            &state,
+            state,
             &user_ref,
             &credential,
             "bunq called back: the OAuth grant was revoked",
         )
         .await;
     }
-    Json(serde_json::json!({ "event_id": id, "duplicate": duplicate })).into_response()
+    let outcome = if duplicate { "duplicate" } else { "accepted" };
+    (
+        outcome,
+        Json(serde_json::json!({ "event_id": id, "duplicate": duplicate })).into_response(),
+    )
+}
+
+/// Outcome labels used more than once.
+const UNKNOWN: &str = "unknown_id";
+const ERROR: &str = "error";
+
+fn not_found() -> Response {
+    refused(StatusCode::NOT_FOUND, "not_found", "no such callback")
 }
 
 /// The callback URL of `user_ref` (creating its opaque id on first use).
@@ -258,6 +301,21 @@ pub(crate) async fn subscribe(
         .await
         .map_err(|e| proxy::session_error(&e))?;
     Ok(ours(&url, stored))
+}
+
+/// Removes the gateway's filters of `user_ref` at bunq, keeping the application's own
+/// (at deletion). Nothing to do when the user never had a callback URL.
+pub(crate) async fn unsubscribe(
+    state: &Shared,
+    user_ref: &str,
+    credential: &CredentialId,
+) -> Result<(), ApiError> {
+    if !state.store.has_callback_id(user_ref).await? {
+        return Ok(());
+    }
+    subscribe(state, user_ref, credential, &[])
+        .await
+        .map(|_| ())
 }
 
 /// After a connection: subscribes the configured categories, a few times if bunq is

@@ -364,6 +364,9 @@ pub(crate) async fn get_user(
 
 /// `DELETE /v1/users/{user_ref}`: forgets the token, installation and session, and
 /// every consent in progress. Idempotent: 204 whether or not the user existed.
+/// How long deleting a user waits for bunq to drop the user's callbacks.
+const UNSUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn delete_user(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -390,6 +393,28 @@ pub(crate) async fn delete_user(
         .map(|c| c.credential)
         .collect();
     if let Some(user) = state.store.user(&user_ref).await? {
+        // bunq would otherwise keep calling a URL that no longer names anyone (404s
+        // until bunq gives up on each event): remove our filters while the session
+        // still works. Best effort and bounded, like closing the sessions below: the
+        // user is deleted either way, and the URL dies with them.
+        if user.status == bunq_store::UserStatus::Connected {
+            let credential =
+                CredentialId::new(user.credential.clone().unwrap_or_else(|| user_ref.clone()));
+            match tokio::time::timeout(
+                UNSUBSCRIBE_TIMEOUT,
+                crate::callbacks::unsubscribe(&state, &user_ref, &credential),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::info!(
+                    user_ref,
+                    error = e.message(),
+                    "could not remove the callbacks at bunq"
+                ),
+                Err(_) => tracing::info!(user_ref, "removing the callbacks at bunq timed out"),
+            }
+        }
         credentials.extend(user.credential);
     }
     for credential in credentials {

@@ -292,8 +292,8 @@ async fn close(state: &app::Shared) -> Result<(), GatewayError> {
 /// never comes back must not leave a row behind forever.
 const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// `serving`, with expired OAuth states swept every [`STATE_SWEEP_INTERVAL`] while it
-/// runs.
+/// `serving`, with expired OAuth states and settled events past their retention swept
+/// every [`STATE_SWEEP_INTERVAL`] while it runs.
 async fn sweeping<T>(state: &app::Shared, serving: impl Future<Output = T>) -> T {
     let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
     // Aborting the relay mid-delivery loses nothing: the event is still pending.
@@ -312,6 +312,22 @@ async fn sweep_expired_states_forever(state: app::Shared) {
     loop {
         every.tick().await;
         sweep_expired_states(&state).await;
+        sweep_settled_events(&state).await;
+    }
+}
+
+/// Deletes the events settled (delivered, or unconfirmed) longer ago than
+/// `callbacks.retention_seconds`: the outbox holds payment data, which is kept only as
+/// long as the application may still want to pull it again.
+async fn sweep_settled_events(state: &app::Shared) {
+    let Some(before) = std::time::SystemTime::now().checked_sub(state.callback_settings.retention)
+    else {
+        return;
+    };
+    match state.store.purge_settled_events(before).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::debug!(purged, "purged settled events past their retention"),
+        Err(e) => tracing::warn!(error = %e, "could not purge settled events"),
     }
 }
 

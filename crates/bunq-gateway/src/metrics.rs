@@ -12,6 +12,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -24,6 +25,11 @@ struct HttpLabels {
     route: &'static str,
     method: &'static str,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +105,11 @@ pub struct Metrics {
     bunq_calls: Family<BunqLabels, Counter>,
     bunq_latency: EndpointHist,
     grants_revoked: Counter,
+    callbacks_received: Family<OutcomeLabels, Counter>,
+    events_delivered: Counter,
+    events_dead: Counter,
+    events_unconfirmed: Counter,
+    events_pending: Gauge,
     endpoints: RwLock<HashSet<Arc<str>>>,
     other_endpoint: Arc<str>,
 }
@@ -138,8 +149,44 @@ impl Metrics {
             "Users found revoked: bunq refused their access token (access withdrawn in the bunq app).",
             grants_revoked.clone(),
         );
+        let callbacks_received = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "bunq_gateway_callbacks_received",
+            "Callbacks POSTed by bunq (or anyone) to /bunq/callbacks/{id}, by outcome: \
+             accepted, duplicate, or why refused.",
+            callbacks_received.clone(),
+        );
+        let events_delivered = Counter::default();
+        registry.register(
+            "bunq_gateway_events_delivered",
+            "Events every webhook receiver accepted.",
+            events_delivered.clone(),
+        );
+        let events_dead = Counter::default();
+        registry.register(
+            "bunq_gateway_events_dead",
+            "Events given up after the retry period (redeliverable).",
+            events_dead.clone(),
+        );
+        let events_unconfirmed = Counter::default();
+        registry.register(
+            "bunq_gateway_events_unconfirmed",
+            "bunq callbacks whose object bunq did not confirm (callbacks.confirm): not relayed.",
+            events_unconfirmed.clone(),
+        );
+        let events_pending = Gauge::default();
+        registry.register(
+            "bunq_gateway_events_pending",
+            "Events waiting for delivery in the outbox (read at each scrape).",
+            events_pending.clone(),
+        );
         Self {
             registry,
+            callbacks_received,
+            events_delivered,
+            events_dead,
+            events_unconfirmed,
+            events_pending,
             http_requests,
             http_latency,
             bunq_calls,
@@ -153,6 +200,36 @@ impl Metrics {
     /// Counts one user found revoked.
     pub fn grant_revoked(&self) {
         self.grants_revoked.inc();
+    }
+
+    /// Counts one callback received; `outcome` is `accepted`, `duplicate` or the reason
+    /// it was refused (a fixed word, so the series stay few).
+    pub fn callback_received(&self, outcome: &'static str) {
+        self.callbacks_received
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one event delivered to every receiver.
+    pub fn event_delivered(&self) {
+        self.events_delivered.inc();
+    }
+
+    /// Counts one event given up.
+    pub fn event_dead(&self) {
+        self.events_dead.inc();
+    }
+
+    /// Counts one event bunq did not confirm.
+    pub fn event_unconfirmed(&self) {
+        self.events_unconfirmed.inc();
+    }
+
+    /// Sets the pending-events gauge (from the store, at scrape time: the outbox is
+    /// shared with other processes' restarts, a counter kept here would drift).
+    pub fn set_events_pending(&self, pending: u64) {
+        self.events_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Counts one served HTTP request.

@@ -8,13 +8,21 @@
 //! back-off and jitter until `callbacks.retry_period_seconds` after it was stored, then
 //! parked as dead (listed by the pull API, revived by `POST /v1/events/{id}/redeliver`)
 //! so that one bad event does not hold the user's later ones forever.
+//!
+//! With `callbacks.confirm`, a bunq event is first checked with bunq: the object its
+//! callback names is fetched with the user's session and bunq's answer replaces the
+//! callback's object ([`confirm`]). A callback is a hint from the internet; only what
+//! bunq itself answers reaches the application as truth. An object bunq does not know
+//! settles the event as `unconfirmed` (never sent); bunq not answering is a failed
+//! attempt like a receiver not answering.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use base64::Engine as _;
-use bunq_store::{EventRecord, NewEvent};
+use bunq_session::ApiRequest;
+use bunq_store::{EventRecord, NewEvent, UserStatus};
 use rand::Rng as _;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
@@ -158,6 +166,46 @@ pub(crate) async fn run(state: Shared) {
 
 async fn deliver(state: &Shared, secret: &WebhookSecret, event: &EventRecord) {
     let settings = &state.callback_settings;
+    let confirmed;
+    let event = if settings.confirm && !event.confirmed && event.event_type.starts_with("bunq.") {
+        match confirm(state, event).await {
+            Confirmation::Confirmed(payload) => {
+                if let Err(e) = state
+                    .store
+                    .event_confirmed(&event.id, payload.clone())
+                    .await
+                {
+                    // Not sent unrecorded: the next round confirms again.
+                    tracing::error!(error = %e, "cannot record a confirmation");
+                    return;
+                }
+                let mut fetched = event.clone();
+                fetched.payload = payload;
+                fetched.confirmed = true;
+                confirmed = fetched;
+                &confirmed
+            }
+            Confirmation::Refuted(reason) => {
+                tracing::warn!(
+                    event_id = event.id,
+                    user_ref = event.user_ref,
+                    reason,
+                    "bunq does not confirm a callback's object: not relayed"
+                );
+                match state.store.event_unconfirmed(&event.id, reason).await {
+                    Ok(()) => state.metrics.event_unconfirmed(),
+                    Err(e) => tracing::error!(error = %e, "cannot record an unconfirmed event"),
+                }
+                return;
+            }
+            Confirmation::Unavailable(error) => {
+                failed(state, event, error).await;
+                return;
+            }
+        }
+    } else {
+        event
+    };
     let body = webhook_body(event);
     let mut failure = None;
     for url in &settings.webhook_urls {
@@ -187,29 +235,136 @@ async fn deliver(state: &Shared, secret: &WebhookSecret, event: &EventRecord) {
             Err(_) => failure = Some("connection failed".to_owned()),
         }
     }
-    let outcome = match failure {
-        None => state.store.event_delivered(&event.id).await,
-        Some(error) => {
-            let pause = backoff(settings, event.attempts);
-            let next = SystemTime::now() + pause;
-            let dead = next
-                .duration_since(event.received_at)
-                .is_ok_and(|age| age > settings.retry_period);
-            if dead {
-                tracing::warn!(
-                    event_id = event.id,
-                    user_ref = event.user_ref,
-                    "event dead after its retry period"
-                );
-            }
-            state
-                .store
-                .event_failed(&event.id, &error, next, dead)
-                .await
-        }
+    match failure {
+        None => match state.store.event_delivered(&event.id).await {
+            Ok(()) => state.metrics.event_delivered(),
+            Err(e) => tracing::error!(error = %e, "cannot record a delivery"),
+        },
+        Some(error) => failed(state, event, error).await,
+    }
+}
+
+/// Records a failed attempt: retried after a back-off, or dead past the retry period.
+async fn failed(state: &Shared, event: &EventRecord, error: String) {
+    let settings = &state.callback_settings;
+    let pause = backoff(settings, event.attempts);
+    let next = SystemTime::now() + pause;
+    let dead = next
+        .duration_since(event.received_at)
+        .is_ok_and(|age| age > settings.retry_period);
+    if dead {
+        tracing::warn!(
+            event_id = event.id,
+            user_ref = event.user_ref,
+            "event dead after its retry period"
+        );
+    }
+    match state
+        .store
+        .event_failed(&event.id, &error, next, dead)
+        .await
+    {
+        Ok(()) if dead => state.metrics.event_dead(),
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "cannot record a delivery"),
+    }
+}
+
+/// What bunq said about the object a callback names.
+enum Confirmation {
+    /// The payload to relay: the callback's envelope with bunq's fetched object.
+    Confirmed(Vec<u8>),
+    /// bunq does not know it, or knows another one (the reason, stored and logged).
+    Refuted(&'static str),
+    /// bunq could not be asked now; retried like a failed delivery.
+    Unavailable(String),
+}
+
+/// The path segment under `monetary-account/{id}/` of the objects bunq's callbacks
+/// carry, by their type name; others (an OAUTH grant, a user) cannot be re-fetched
+/// under an account and are not confirmed.
+fn object_segment(type_name: &str) -> Option<&'static str> {
+    Some(match type_name {
+        "Payment" => "payment",
+        "RequestInquiry" => "request-inquiry",
+        "RequestResponse" => "request-response",
+        "DraftPayment" => "draft-payment",
+        "MasterCardAction" => "mastercard-action",
+        "BunqMeTab" => "bunqme-tab",
+        "ScheduledPayment" | "SchedulePayment" => "schedule-payment",
+        _ => return None,
+    })
+}
+
+/// The object a stored callback names: `(type, account id, object id)`.
+fn named_object(envelope: &Value) -> Option<(String, u64, u64)> {
+    let object = envelope
+        .get("NotificationUrl")?
+        .get("object")?
+        .as_object()?;
+    let mut entries = object.iter();
+    let (type_name, inner) = entries.next()?;
+    if entries.next().is_some() {
+        return None;
+    }
+    let id = inner.get("id")?.as_u64()?;
+    let account = inner.get("monetary_account_id")?.as_u64()?;
+    Some((type_name.clone(), account, id))
+}
+
+/// Asks bunq, with the user's session, for the object `event`'s callback names.
+async fn confirm(state: &Shared, event: &EventRecord) -> Confirmation {
+    let Ok(mut envelope) = serde_json::from_slice::<Value>(&event.payload) else {
+        return Confirmation::Refuted("the stored callback is not JSON");
     };
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "cannot record a delivery");
+    let Some((type_name, account, id)) = named_object(&envelope) else {
+        return Confirmation::Refuted("the callback names no object bunq can be asked for");
+    };
+    let Some(segment) = object_segment(&type_name) else {
+        return Confirmation::Refuted("the callback's object type cannot be re-fetched");
+    };
+    let user = match state.store.user(&event.user_ref).await {
+        Ok(user) => user,
+        Err(e) => return Confirmation::Unavailable(format!("confirming: {e}")),
+    };
+    let Some((bunq_user_id, credential)) = user.and_then(|u| {
+        let credential = u.credential.unwrap_or_else(|| event.user_ref.clone());
+        (u.status == UserStatus::Connected)
+            .then_some(u.bunq_user_id)
+            .flatten()
+            .map(|id| (id, credential))
+    }) else {
+        // Nobody can ask bunq for this user any more.
+        return Confirmation::Refuted("the user is no longer connected");
+    };
+    let request = ApiRequest::get(format!(
+        "user/{bunq_user_id}/monetary-account/{account}/{segment}/{id}"
+    ));
+    let credential = bunq_session::CredentialId::new(credential);
+    let response = match state.sessions.request(&credential, request).await {
+        Ok(response) => response,
+        // The kind only: errors can quote bunq's body.
+        Err(_) => return Confirmation::Unavailable("confirming: the bunq call failed".to_owned()),
+    };
+    match response.status {
+        200..=299 => {}
+        // bunq's "no such object" (404) and refusals to show it to this user.
+        400 | 403 | 404 | 410 => return Confirmation::Refuted("bunq: no such object"),
+        status => return Confirmation::Unavailable(format!("confirming: bunq HTTP {status}")),
+    }
+    let fetched = match response.items() {
+        Ok(items) => items.into_iter().next(),
+        Err(_) => None,
+    };
+    match fetched {
+        Some((fetched_type, object))
+            if fetched_type == type_name
+                && object.get("id").and_then(Value::as_u64) == Some(id) =>
+        {
+            envelope["NotificationUrl"]["object"] = serde_json::json!({ fetched_type: object });
+            Confirmation::Confirmed(envelope.to_string().into_bytes())
+        }
+        _ => Confirmation::Refuted("bunq answered another object"),
     }
 }
 
@@ -240,6 +395,9 @@ pub(crate) struct EventView {
     user_ref: String,
     timestamp: String,
     data: Value,
+    /// Whether `data` holds bunq's re-fetched object (`callbacks.confirm`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    confirmed: bool,
     delivery: Delivery,
 }
 
@@ -261,6 +419,7 @@ fn view(e: EventRecord) -> EventView {
         cursor: e.seq.to_string(),
         data: serde_json::from_slice(&e.payload).unwrap_or(Value::Null),
         timestamp: rfc3339(e.received_at),
+        confirmed: e.confirmed,
         delivery: Delivery {
             state: e.state.as_str(),
             attempts: e.attempts,

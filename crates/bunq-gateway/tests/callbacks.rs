@@ -391,3 +391,162 @@ async fn a_revocation_callback_revokes_the_user_without_a_call_to_bunq() {
     })
     .await;
 }
+
+/// POSTs a callback body; bunq's status and the gateway's answer.
+async fn post_for_id(env: &Env, url: &str, body: &Value) -> (u16, Value) {
+    let r = env
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn pulled_event(env: &Env, gw: &Gateway, id: &str) -> Value {
+    pull_all(env, gw)
+        .await
+        .into_iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+async fn metrics(env: &Env, gw: &Gateway) -> String {
+    env.http
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_confirm_only_what_bunq_confirms_is_relayed_and_as_bunq_has_it() {
+    let env = fake_env().await;
+    let (rx, hook_url) = start_receiver().await;
+    let gw = env.start_gateway_edited(with_callbacks(hook_url, "confirm = true"));
+    let alice = env.connected_payer(&gw, "alice").await;
+    let url = subscribed(&env, &gw, "alice").await;
+    let own = iban(&env, &gw, "alice", alice).await;
+    pay(&env, &gw, "alice", alice, &own, "1.00").await;
+    // Real callbacks: every one relayed, each re-fetched from bunq (whose object is the
+    // one the fake sent).
+    let want = eventually("the relay", async || {
+        let sent = sent_to(&env, &url);
+        (sent.len() >= 4 && relayed(&rx, "alice").len() == sent.len()).then_some(sent)
+    })
+    .await;
+    let want = as_json(&want);
+    assert_eq!(relayed(&rx, "alice"), want);
+    let fetches = env
+        .fake
+        .calls("GET /user/{id}/monetary-account/{aid}/payment/{pid}");
+    assert!(fetches >= 4, "{fetches}");
+
+    // A forged callback, validly shaped (no signature is required here), for a payment
+    // that does not exist: accepted (stored), settled as unconfirmed, never relayed.
+    let mut forged = want[0].clone();
+    forged["NotificationUrl"]["object"]["Payment"]["id"] = json!(987_654_321u64);
+    let (status, answer) = post_for_id(&env, &url, &forged).await;
+    assert_eq!(status, 200, "{answer}");
+    let forged_id = answer["event_id"].as_str().unwrap().to_owned();
+    // A stale or doctored body for a real payment: relayed, but as bunq has it.
+    let mut doctored = want[0].clone();
+    doctored["NotificationUrl"]["object"]["Payment"]["amount"]["value"] = json!("-1000.00");
+    let (status, answer) = post_for_id(&env, &url, &doctored).await;
+    assert_eq!(status, 200, "{answer}");
+    let doctored_id = answer["event_id"].as_str().unwrap().to_owned();
+
+    let event = eventually("the forged event settled", async || {
+        let e = pulled_event(&env, &gw, &forged_id).await;
+        (e["delivery"]["state"] == "unconfirmed").then_some(e)
+    })
+    .await;
+    assert_eq!(event["delivery"]["last_error"], "bunq: no such object");
+    let got = eventually("the doctored event relayed", async || {
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == doctored_id.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(got["data"], want[0], "bunq's object, not the doctored one");
+    assert_eq!(
+        pulled_event(&env, &gw, &doctored_id).await["confirmed"],
+        true
+    );
+    assert!(
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| e["id"] != forged_id.as_str()),
+        "the forged event reached the application"
+    );
+
+    let text = metrics(&env, &gw).await;
+    for line in [
+        "bunq_gateway_callbacks_received_total{outcome=\"accepted\"}",
+        "bunq_gateway_events_unconfirmed_total 1",
+        "bunq_gateway_events_delivered_total ",
+        "bunq_gateway_events_pending ",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_user_unsubscribes_at_bunq_and_erases_their_events() {
+    let env = fake_env().await;
+    let (rx, hook_url) = start_receiver().await;
+    let gw = env.start_gateway_edited(with_callbacks(hook_url, ""));
+    let alice = env.connected_payer(&gw, "alice").await;
+    let bob = env.connected_payer(&gw, "bob").await;
+    let alice_url = subscribed(&env, &gw, "alice").await;
+    subscribed(&env, &gw, "bob").await;
+    let alice_iban = iban(&env, &gw, "alice", alice).await;
+    pay(&env, &gw, "bob", bob, &alice_iban, "1.00").await;
+    eventually("alice's events relayed", async || {
+        let sent = sent_to(&env, &alice_url);
+        (!sent.is_empty() && relayed(&rx, "alice").len() == sent.len()).then_some(())
+    })
+    .await;
+    assert!(
+        pull_all(&env, &gw)
+            .await
+            .iter()
+            .any(|e| e["user_ref"] == "alice")
+    );
+
+    let deleted = env
+        .http
+        .delete(format!("{}/v1/users/alice", gw.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    // Her events are gone (delivered or not), bob's stay; her URL names nobody.
+    let left = pull_all(&env, &gw).await;
+    assert!(left.iter().all(|e| e["user_ref"] != "alice"), "{left:?}");
+    assert!(left.iter().any(|e| e["user_ref"] == "bob"));
+    let body = json!({"NotificationUrl": {"category": "PAYMENT", "event_type": "X", "object": {}}});
+    assert_eq!(
+        post_callback(&env, &alice_url, body.to_string().into_bytes(), None).await,
+        404
+    );
+    // bunq no longer calls her URL: a payment to her account sends nothing there.
+    let before = sent_to(&env, &alice_url).len();
+    pay(&env, &gw, "bob", bob, &alice_iban, "2.00").await;
+    eventually("bob's side of the payment", async || {
+        (relayed(&rx, "bob").len() >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(sent_to(&env, &alice_url).len(), before);
+}

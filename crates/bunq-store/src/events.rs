@@ -82,6 +82,9 @@ pub enum DeliveryState {
     Delivered,
     /// Given up after the retry period; [`Store::redeliver_event`] revives it.
     Dead,
+    /// bunq did not confirm the object the callback named ([`Store::event_unconfirmed`]):
+    /// never sent to receivers, listed by the pull API.
+    Unconfirmed,
 }
 
 impl DeliveryState {
@@ -91,6 +94,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
+            DeliveryState::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -117,7 +121,9 @@ pub struct EventRecord {
     pub next_attempt_at: SystemTime,
     /// Where its delivery stands.
     pub state: DeliveryState,
-    /// When it was delivered or given up.
+    /// Whether the payload is bunq's re-fetched object ([`Store::event_confirmed`]).
+    pub confirmed: bool,
+    /// When it was delivered, given up, or found unconfirmed.
     pub settled_at: Option<SystemTime>,
     /// Why the last attempt failed (no secrets: a status or a transport error).
     pub last_error: Option<String>,
@@ -138,7 +144,7 @@ impl fmt::Debug for EventRecord {
 }
 
 const COLUMNS: &str = "seq, id, user_ref, type, payload, received_at, attempts, next_attempt_at, \
-                       delivered_at, dead_at, last_error";
+                       delivered_at, dead_at, last_error, confirmed_at, unconfirmed_at";
 
 fn event_row(row: &Row<'_>, shared: &crate::db::Shared) -> Result<EventRecord, StoreError> {
     let seq: i64 = row.get(0)?;
@@ -147,10 +153,13 @@ fn event_row(row: &Row<'_>, shared: &crate::db::Shared) -> Result<EventRecord, S
     let payload = shared.keyring().open(&sealed, EVENTS, PAYLOAD, &id)?;
     let delivered: Option<i64> = row.get(8)?;
     let dead: Option<i64> = row.get(9)?;
-    let (state, settled) = match (delivered, dead) {
-        (Some(t), _) => (DeliveryState::Delivered, Some(from_db_time(t)?)),
-        (None, Some(t)) => (DeliveryState::Dead, Some(from_db_time(t)?)),
-        (None, None) => (DeliveryState::Pending, None),
+    let confirmed: Option<i64> = row.get(11)?;
+    let unconfirmed: Option<i64> = row.get(12)?;
+    let (state, settled) = match (delivered, dead, unconfirmed) {
+        (Some(t), _, _) => (DeliveryState::Delivered, Some(from_db_time(t)?)),
+        (None, Some(t), _) => (DeliveryState::Dead, Some(from_db_time(t)?)),
+        (None, None, Some(t)) => (DeliveryState::Unconfirmed, Some(from_db_time(t)?)),
+        (None, None, None) => (DeliveryState::Pending, None),
     };
     Ok(EventRecord {
         seq: from_db_id(seq, "event seq")?,
@@ -161,6 +170,7 @@ fn event_row(row: &Row<'_>, shared: &crate::db::Shared) -> Result<EventRecord, S
         attempts: from_db_id(row.get(6)?, "attempts")?,
         next_attempt_at: from_db_time(row.get(7)?)?,
         state,
+        confirmed: confirmed.is_some(),
         settled_at: settled,
         last_error: row.get(10)?,
         id,
@@ -185,6 +195,19 @@ impl Store {
         .await
     }
 
+    /// Whether `user_ref` has a callback id (was ever given a callback URL).
+    pub async fn has_callback_id(&self, user_ref: &str) -> Result<bool, StoreError> {
+        let user_ref = user_ref.to_owned();
+        self.read(move |conn, _| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM callback_ids WHERE user_ref = ?1")?
+                .query_row([&user_ref], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
     /// The user a callback id belongs to, if any.
     pub async fn user_of_callback(&self, callback_id: &str) -> Result<Option<String>, StoreError> {
         let callback_id = callback_id.to_owned();
@@ -199,12 +222,13 @@ impl Store {
 
     /// Stores `event` (payload sealed), due for delivery at once, unless an event with
     /// the same dedupe key is stored for the user already. Committed (and fsynced at
-    /// [`crate::Durability::Full`]) when it returns.
+    /// [`crate::Durability::Full`]) when it returns; concurrent calls share commits
+    /// (group commit), which is what lets bunq's callbacks be stored at thousands per
+    /// second without weakening that.
     pub async fn record_event(&self, event: NewEvent) -> Result<Recorded, StoreError> {
         let id = random_id("evt_")?;
         let payload = zeroize::Zeroizing::new(event.payload);
-        self.write(move |conn, shared| {
-            let tx = conn.transaction()?;
+        self.write_grouped(move |tx, shared| {
             if let Some(key) = &event.dedupe_key {
                 let existing: Option<String> = tx
                     .prepare_cached(
@@ -234,7 +258,6 @@ impl Store {
                 event.dedupe_key,
                 now
             ])?;
-            tx.commit()?;
             Ok(Recorded::New(id))
         })
         .await
@@ -253,7 +276,8 @@ impl Store {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM events WHERE seq IN (
                      SELECT MIN(seq) FROM events
-                     WHERE delivered_at IS NULL AND dead_at IS NULL GROUP BY user_ref)
+                     WHERE delivered_at IS NULL AND dead_at IS NULL AND unconfirmed_at IS NULL
+                     GROUP BY user_ref)
                  AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2"
             ))?;
             let mut rows = stmt.query(params![now, limit])?;
@@ -300,10 +324,12 @@ impl Store {
         .await
     }
 
-    /// Records that the event was delivered.
+    /// Records that the event was delivered. Grouped with the outbox's other writes
+    /// (one commit for many), like every settlement below: under load the relay's
+    /// writes would otherwise take an fsync each between the inserts' groups.
     pub async fn event_delivered(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn, _| {
             conn.prepare_cached(
                 "UPDATE events SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL
                  WHERE id = ?1",
@@ -324,7 +350,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (id, error) = (id.to_owned(), error.to_owned());
         let next = to_db_time(next_attempt_at)?;
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn, _| {
             let now = now_db()?;
             conn.prepare_cached(
                 "UPDATE events SET attempts = attempts + 1, last_error = ?2,
@@ -337,15 +363,89 @@ impl Store {
         .await
     }
 
+    /// Replaces the payload of a pending event with bunq's re-fetched object (sealed
+    /// like any payload) and marks it confirmed; the relay then sends that instead of
+    /// the callback's body.
+    pub async fn event_confirmed(&self, id: &str, payload: Vec<u8>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        let payload = zeroize::Zeroizing::new(payload);
+        self.write_grouped(move |conn, shared| {
+            let sealed = shared
+                .keyring()
+                .sealer()
+                .seal(&payload, EVENTS, PAYLOAD, &id)?;
+            conn.prepare_cached(
+                "UPDATE events SET payload = ?2, confirmed_at = ?3
+                 WHERE id = ?1 AND delivered_at IS NULL",
+            )?
+            .execute(params![id, sealed, now_db()?])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Settles a pending event as unconfirmed: bunq does not know the object it names
+    /// (`reason` says how, without personal data). It is never delivered, and the
+    /// user's later events are no longer held behind it.
+    pub async fn event_unconfirmed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.write_grouped(move |conn, _| {
+            conn.prepare_cached(
+                "UPDATE events SET unconfirmed_at = ?2, attempts = attempts + 1, last_error = ?3
+                 WHERE id = ?1 AND delivered_at IS NULL",
+            )?
+            .execute(params![id, now_db()?, reason])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes the events delivered or found unconfirmed before `settled_before`
+    /// (retention). Pending and dead events stay: they are still owed to the
+    /// application. Returns how many were deleted.
+    pub async fn purge_settled_events(
+        &self,
+        settled_before: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let before = to_db_time(settled_before)?;
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM events
+                     WHERE (delivered_at IS NOT NULL OR unconfirmed_at IS NOT NULL)
+                       AND coalesce(delivered_at, unconfirmed_at) < ?1",
+                )?
+                .execute([before])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// How many events wait for delivery (neither delivered, dead nor unconfirmed).
+    pub async fn count_pending_events(&self) -> Result<u64, StoreError> {
+        self.read(|conn, _| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM events
+                     WHERE delivered_at IS NULL AND dead_at IS NULL AND unconfirmed_at IS NULL",
+                )?
+                .query_row([], |r| r.get(0))?;
+            from_db_id(n, "count")
+        })
+        .await
+    }
+
     /// Makes an event pending again, due now, with a fresh retry period (after it died,
-    /// or to send a delivered one again). Returns whether it exists.
+    /// was found unconfirmed, or to send a delivered one again); an unconfirmed one is
+    /// checked with bunq again. Returns whether it exists.
     pub async fn redeliver_event(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |conn, _| {
             let now = now_db()?;
             let n = conn
                 .prepare_cached(
-                    "UPDATE events SET delivered_at = NULL, dead_at = NULL, attempts = 0,
+                    "UPDATE events SET delivered_at = NULL, dead_at = NULL, unconfirmed_at = NULL,
+                       attempts = 0,
                        next_attempt_at = ?2, received_at = ?2 WHERE id = ?1",
                 )?
                 .execute(params![id, now])?;

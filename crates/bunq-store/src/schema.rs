@@ -181,10 +181,23 @@ CREATE INDEX events_pending ON events (user_ref, seq)
     WHERE delivered_at IS NULL AND dead_at IS NULL;
 "#;
 
-/// Version 4: reserved for the callbacks branch's migration (events confirmation),
-/// developed at the same time; a no-op here, replaced by that migration when the
-/// branches meet (nothing in V5 depends on it).
-const V4_RESERVED: &str = "-- reserved";
+/// Version 4: confirmation of bunq's callbacks and the retention of settled events.
+///
+/// - `confirmed_at`: the object a callback names was re-fetched from bunq and the
+///   payload replaced by bunq's answer (`[callbacks] confirm`).
+/// - `unconfirmed_at`: bunq did not confirm it (no such object, or another one). Such
+///   an event is settled like a delivered one (never sent, later ones of the user go
+///   on), so the pending index leaves it out too.
+/// - `events_settled`: the retention sweep deletes by settlement time.
+const V4: &str = r#"
+ALTER TABLE events ADD COLUMN confirmed_at INTEGER;
+ALTER TABLE events ADD COLUMN unconfirmed_at INTEGER;
+DROP INDEX events_pending;
+CREATE INDEX events_pending ON events (user_ref, seq)
+    WHERE delivered_at IS NULL AND dead_at IS NULL AND unconfirmed_at IS NULL;
+CREATE INDEX events_settled ON events (coalesce(delivered_at, unconfirmed_at))
+    WHERE delivered_at IS NOT NULL OR unconfirmed_at IS NOT NULL;
+"#;
 
 /// Version 5: the audit log's `user_ref` becomes a keyed hash (GDPR: deleting a user
 /// must be able to erase their identity, and the log stays append-only).
@@ -204,13 +217,7 @@ CREATE TABLE store_keys (
 "#;
 
 /// Every migration, oldest first. Append only: never edit a released one.
-const MIGRATIONS: &[M<'static>] = &[
-    M::up(V1),
-    M::up(V2),
-    M::up(V3),
-    M::up(V4_RESERVED),
-    M::up(V5),
-];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)];
 
 /// The schema version this crate writes (`PRAGMA user_version` after open).
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

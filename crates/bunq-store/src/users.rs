@@ -272,9 +272,12 @@ impl Store {
                 .execute([&user_ref])?;
             tx.prepare_cached("DELETE FROM idempotency_keys WHERE user_ref = ?1")?
                 .execute([&user_ref])?;
-            // The callback URL dies with the user; a new connection gets a new one.
-            // Events stay: they are the application's record until delivered.
+            // The callback URL dies with the user; a new connection gets a new one. The
+            // user's events go too, delivered or not: they hold the user's payments, and
+            // a deleted user's personal data must not stay behind (GDPR erasure).
             tx.prepare_cached("DELETE FROM callback_ids WHERE user_ref = ?1")?
+                .execute([&user_ref])?;
+            tx.prepare_cached("DELETE FROM events WHERE user_ref = ?1")?
                 .execute([&user_ref])?;
             let existed = users + contexts + sessions + consents > 0;
             if existed {

@@ -219,3 +219,98 @@ async fn callback_ids_are_random_stable_and_die_with_the_user() {
     store.delete_user("alice").await.unwrap();
     assert_eq!(store.user_of_callback(&id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn confirmation_replaces_the_payload_and_unconfirmed_events_are_settled() {
+    let db = temp_db();
+    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+    let forged = new_id(
+        store
+            .record_event(bunq_event("alice", "forged"))
+            .await
+            .unwrap(),
+    );
+    let real = new_id(
+        store
+            .record_event(bunq_event("alice", "hint"))
+            .await
+            .unwrap(),
+    );
+    let now = SystemTime::now() + Duration::from_millis(1);
+    // bunq knows no such object: the event is settled, never due, and alice's next
+    // event is no longer held behind it.
+    store
+        .event_unconfirmed(&forged, "bunq: no such object")
+        .await
+        .unwrap();
+    let e = store.event(&forged).await.unwrap().unwrap();
+    assert_eq!(e.state, DeliveryState::Unconfirmed);
+    assert!(!e.confirmed && e.settled_at.is_some());
+    let due = store.due_events(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, real);
+    assert_eq!(store.count_pending_events().await.unwrap(), 1);
+    // bunq's own object replaces the callback's body.
+    store
+        .event_confirmed(&real, b"{\"fetched\":true}".to_vec())
+        .await
+        .unwrap();
+    let e = store.event(&real).await.unwrap().unwrap();
+    assert!(e.confirmed);
+    assert_eq!(e.payload, b"{\"fetched\":true}");
+    assert_eq!(e.state, DeliveryState::Pending);
+    // Redelivering an unconfirmed event asks bunq again.
+    assert!(store.redeliver_event(&forged).await.unwrap());
+    assert_eq!(
+        store.event(&forged).await.unwrap().unwrap().state,
+        DeliveryState::Pending
+    );
+}
+
+#[tokio::test]
+async fn retention_purges_settled_events_only_and_deleting_a_user_erases_theirs() {
+    let db = temp_db();
+    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+    let delivered = new_id(store.record_event(bunq_event("alice", "1")).await.unwrap());
+    let unconfirmed = new_id(store.record_event(bunq_event("alice", "2")).await.unwrap());
+    let dead = new_id(store.record_event(bunq_event("alice", "3")).await.unwrap());
+    let pending = new_id(store.record_event(bunq_event("alice", "4")).await.unwrap());
+    store.event_delivered(&delivered).await.unwrap();
+    store.event_unconfirmed(&unconfirmed, "x").await.unwrap();
+    store
+        .event_failed(&dead, "timeout", SystemTime::now(), true)
+        .await
+        .unwrap();
+    // Settled just now: inside the retention period, nothing goes.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(store.purge_settled_events(hour_ago).await.unwrap(), 0);
+    // Past it: the delivered and the unconfirmed go; the dead one (still owed, can be
+    // redelivered) and the pending one stay.
+    let later = SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(store.purge_settled_events(later).await.unwrap(), 2);
+    assert!(store.event(&delivered).await.unwrap().is_none());
+    assert!(store.event(&unconfirmed).await.unwrap().is_none());
+    assert!(store.event(&dead).await.unwrap().is_some());
+    assert!(store.event(&pending).await.unwrap().is_some());
+    // The cursor never goes back: a new event comes after every purged one.
+    let next = new_id(store.record_event(bunq_event("alice", "5")).await.unwrap());
+    let seq = store.event(&next).await.unwrap().unwrap().seq;
+    assert!(seq > 4, "{seq}");
+
+    // Deleting alice erases her events, whatever their state; bob's stay.
+    let bobs = new_id(store.record_event(bunq_event("bob", "1")).await.unwrap());
+    store
+        .put_access_token("alice", &secrecy::SecretString::from("t"))
+        .await
+        .unwrap();
+    store.delete_user("alice").await.unwrap();
+    assert!(
+        store
+            .events_after(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.user_ref == "bob")
+    );
+    assert!(store.event(&bobs).await.unwrap().is_some());
+}

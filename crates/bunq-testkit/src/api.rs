@@ -39,6 +39,7 @@ pub(crate) enum Op {
     GetAccount(u64, u64),
     CreatePayment(u64, u64),
     ListPayments(u64, u64),
+    GetPayment(u64, u64, u64),
     CreateRequestInquiry(u64, u64),
     CreateOauthClient(u64),
     ListOauthClients(u64),
@@ -129,6 +130,18 @@ fn resolve(method: &str, segs: &[&str]) -> Resolved {
                 ),
             ],
         ),
+        (["user", _, "monetary-account", _, "payment", p], Some(u), Some(a), _)
+            if p.parse::<u64>().is_ok() =>
+        {
+            pick(
+                method,
+                &[(
+                    "GET",
+                    GetPayment(u, a, p.parse().unwrap_or_default()),
+                    "GET /user/{id}/monetary-account/{aid}/payment/{pid}",
+                )],
+            )
+        }
         (["user", _, "monetary-account", _, "request-inquiry"], Some(u), Some(a), _) => pick(
             method,
             &[(
@@ -473,6 +486,10 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
         Op::ListPayments(u, a) => {
             check_user(u)?;
             crate::money::list_payments(shared, caller, a, &call)
+        }
+        Op::GetPayment(u, a, p) => {
+            check_user(u)?;
+            crate::money::get_payment(shared, caller, a, p)
         }
         Op::CreateRequestInquiry(u, a) => {
             check_user(u)?;

@@ -29,7 +29,8 @@
 //! `POST /session-server` (installation token), `POST /sandbox-user-person` (no auth),
 //! then with a session token: `GET /user`, `GET /user/{id}`,
 //! `GET /user/{id}/monetary-account-bank[/{aid}]`, `GET /user/{id}/monetary-account[/{aid}]`,
-//! `POST|GET /user/{id}/monetary-account/{aid}/payment`,
+//! `POST|GET /user/{id}/monetary-account/{aid}/payment`, `GET .../payment/{pid}` (made,
+//! received or topped up),
 //! `POST /user/{id}/monetary-account/{aid}/request-inquiry` (to `sugardaddy@bunq.com`:
 //! the account is credited at once, at most 500.00 per request),
 //! `POST|GET /user/{id}/oauth-client`, `GET|PUT /user/{id}/oauth-client/{cid}`,

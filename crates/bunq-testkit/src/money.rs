@@ -172,6 +172,7 @@ pub(crate) fn create_payment(
         };
         let object = world.payment_json(&incoming);
         events.extend(money_events(owner, target, object, "RECEIVED"));
+        world.received.push(incoming);
     }
     world.payments.push(payment);
     drop(world);
@@ -196,6 +197,28 @@ pub(crate) fn list_payments(
             .collect()
     };
     paginated(shared, items, call)
+}
+
+/// `GET .../monetary-account/{aid}/payment/{pid}`: one payment booked on the account
+/// (made, received, or a top-up), as the list shows it.
+pub(crate) fn get_payment(
+    shared: &Shared,
+    caller: Caller,
+    account_id: u64,
+    payment_id: u64,
+) -> Result<Response, ApiError> {
+    let item = {
+        let world = shared.world();
+        own_account(&world, caller, account_id)?;
+        world
+            .payments
+            .iter()
+            .chain(&world.received)
+            .find(|p| p.id == payment_id && p.account_id == account_id)
+            .map(|p| world.payment_json(p))
+            .ok_or_else(|| ApiError::not_found("Payment not found."))?
+    };
+    Ok(wire::ok(shared, vec![item]))
 }
 
 pub(crate) fn create_request_inquiry(
@@ -269,6 +292,7 @@ pub(crate) fn create_request_inquiry(
             event_type: "MUTATION_RECEIVED",
             object: world.payment_json(&incoming),
         });
+        world.received.push(incoming);
     }
     drop(world);
     crate::notify::emit(shared, &events);

@@ -176,6 +176,9 @@ pub(crate) struct World {
     pub oauth_clients: HashMap<u64, OauthClient>,
     pub codes: HashMap<String, Code>,
     pub payments: Vec<Payment>,
+    /// The receiving side of payments between fake accounts and sandbox top-ups: kept so
+    /// that `GET .../payment/{id}` finds them, not counted as payments made.
+    pub received: Vec<Payment>,
     /// The owner of the fake-internal OAuth client behind `grant_oauth_access`.
     pub internal_psp: Option<u64>,
     /// Notification filters by (path user id, account id or None for user level).

@@ -73,6 +73,13 @@ pub struct CallbackSettings {
     pub max_backoff: Duration,
     /// The timeout of one delivery attempt.
     pub delivery_timeout: Duration,
+    /// Whether a bunq callback's object is re-fetched from bunq with the user's session
+    /// before it is relayed, bunq's answer replacing the callback's body; one bunq does
+    /// not confirm is settled as `unconfirmed` and never sent.
+    pub confirm: bool,
+    /// How long a delivered (or unconfirmed) event stays in the outbox before the
+    /// sweeper deletes it.
+    pub retention: Duration,
 }
 
 /// The decoded bytes of a `whsec_` webhook secret. `Debug` redacts them.
@@ -776,6 +783,12 @@ fn callback_settings(
             "callbacks.delivery_timeout_seconds",
             10,
             (1, 300),
+        )?),
+        confirm: src.bool("callbacks.confirm", false)?,
+        retention: Duration::from_secs(src.int(
+            "callbacks.retention_seconds",
+            7 * 86_400,
+            (60, 366 * 86_400),
         )?),
     })
 }

@@ -89,6 +89,8 @@ const KEYS: &[KeySpec] = &[
     sec("callbacks", "min_backoff_ms", Kind::Int),
     sec("callbacks", "max_backoff_seconds", Kind::Int),
     sec("callbacks", "delivery_timeout_seconds", Kind::Int),
+    sec("callbacks", "confirm", Kind::Bool),
+    sec("callbacks", "retention_seconds", Kind::Int),
 ];
 
 const SECTIONS: &[&str] = &["bunq", "oauth", "security", "http", "callbacks"];
