@@ -20,12 +20,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bunq_testkit::{FakeBunq, FakeConfig};
-use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
 use super::gateway::{self, GatewayProcess, call};
 use super::report::{Report, Verdict};
-use crate::sandbox::{self, SandboxArgs};
 
 /// Connected users the callbacks are spread over (bunq's callbacks come from many
 /// users; the relay keeps each user's events in order, one at a time).
@@ -172,26 +170,19 @@ pub async fn measure(
         .await
         .map_err(|e| e.to_string())?;
     let dir = dir.join("callbacks-rate");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = gateway::free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let database = dir.join("gateway.sqlite3");
-    let setup = SandboxArgs::against_fake(&fake, &dir, &url, &database);
-    let outcome = sandbox::run(&setup).await.map_err(|e| e.to_string())?;
-    let bearer = format!("Bearer {}", outcome.gateway_api_key.expose_secret());
-    let mut table = gateway::read_config(&outcome.config_path)?.table;
-    let mut callbacks = toml::Table::new();
-    callbacks.insert(
-        "webhook_urls".into(),
-        vec![toml::Value::from(format!("http://{receiver}/hook"))].into(),
-    );
-    callbacks.insert("webhook_secret".into(), SECRET.into());
-    // Nothing subscribed at the fake: the bench sends the callbacks itself.
-    callbacks.insert("categories".into(), toml::Value::Array(Vec::new()));
-    table.insert("callbacks".into(), callbacks.into());
-    let config = dir.join("gateway-callbacks.toml");
-    let text = toml::to_string(&table).map_err(|e| e.to_string())?;
-    bunq_signing::write_private_file(&config, text.as_bytes()).map_err(|e| e.to_string())?;
+    let own = gateway::own_config(&fake, &dir, "gateway-callbacks.toml", |table| {
+        let mut callbacks = toml::Table::new();
+        callbacks.insert(
+            "webhook_urls".into(),
+            vec![toml::Value::from(format!("http://{receiver}/hook"))].into(),
+        );
+        callbacks.insert("webhook_secret".into(), SECRET.into());
+        // Nothing subscribed at the fake: the bench sends the callbacks itself.
+        callbacks.insert("categories".into(), toml::Value::Array(Vec::new()));
+        table.insert("callbacks".into(), callbacks.into());
+    })
+    .await?;
+    let (url, bearer, config) = (own.url, own.bearer, own.path);
     let gw = GatewayProcess::start(bin, &config, &url, &dir.join("gateway.log")).await?;
     let outcome = run(report, &gw, &bearer, &url, echo_addr, &arrivals, span).await;
     let _ = gw.terminate();

@@ -11,12 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bunq_testkit::{FakeBunq, FakeConfig};
-use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
 use super::gateway::{self, GatewayProcess, call};
 use super::report::{Report, Verdict};
-use crate::sandbox::{self, SandboxArgs};
 
 /// bunq's windows divided by this.
 const SCALE: u32 = 10;
@@ -45,14 +43,11 @@ pub async fn measure(
     .await
     .map_err(|e| e.to_string())?;
     let dir = dir.join("connect-rate");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = gateway::free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let database = dir.join("gateway.sqlite3");
-    let setup = SandboxArgs::against_fake(&fake, &dir, &url, &database);
-    let outcome = sandbox::run(&setup).await.map_err(|e| e.to_string())?;
-    let bearer = format!("Bearer {}", outcome.gateway_api_key.expose_secret());
-    let config = scaled_config(&outcome.config_path, window, rate_window)?;
+    let own = gateway::own_config(&fake, &dir, "gateway-connect-rate.toml", |table| {
+        scale_config(table, window, rate_window);
+    })
+    .await?;
+    let (url, bearer, config) = (own.url, own.bearer, own.path);
     // sandbox-setup's own session took the current window.
     tokio::time::sleep(window).await;
     let gw = GatewayProcess::start(bin, &config, &url, &dir.join("gateway.log")).await?;
@@ -124,34 +119,29 @@ pub async fn measure(
     Ok(())
 }
 
-/// The sandbox-setup config with bunq's limits on, both windows scaled, and a callback
-/// that answers at once (the connection goes on in the background).
-fn scaled_config(
-    path: &Path,
-    window: Duration,
-    rate_window: Duration,
-) -> Result<std::path::PathBuf, String> {
-    let facts = gateway::read_config(path)?;
-    let mut table = facts.table;
-    let section = |table: &mut toml::Table, name: &str| -> Result<toml::Table, String> {
-        Ok(table
+/// bunq's limits on, both windows scaled, and a callback that answers at once (the
+/// connection goes on in the background).
+fn scale_config(table: &mut toml::Table, window: Duration, rate_window: Duration) {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let mut section = |name: &str, values: Vec<(&str, toml::Value)>| {
+        let mut section = table
             .remove(name)
             .and_then(|v| v.as_table().cloned())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        for (key, value) in values {
+            section.insert(key.into(), value);
+        }
+        table.insert(name.into(), section.into());
     };
-    let mut bunq = section(&mut table, "bunq")?;
-    bunq.insert("rate_limits".into(), true.into());
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    bunq.insert("session_window_ms".into(), ms(window).into());
-    bunq.insert("rate_limit_window_ms".into(), ms(rate_window).into());
-    table.insert("bunq".into(), bunq.into());
-    let mut oauth = section(&mut table, "oauth")?;
-    oauth.insert("callback_wait_ms".into(), 0.into());
-    table.insert("oauth".into(), oauth.into());
-    let text = toml::to_string(&table).map_err(|e| e.to_string())?;
-    let out = path.with_file_name("gateway-connect-rate.toml");
-    bunq_signing::write_private_file(&out, text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(out)
+    section(
+        "bunq",
+        vec![
+            ("rate_limits", true.into()),
+            ("session_window_ms", ms(window).into()),
+            ("rate_limit_window_ms", ms(rate_window).into()),
+        ],
+    );
+    section("oauth", vec![("callback_wait_ms", 0.into())]);
 }
 
 /// How many of `user_refs` read `connected`.

@@ -65,6 +65,41 @@ pub async fn consent(
     Ok(())
 }
 
+/// A gateway config of an item's own, made by sandbox-setup against `fake` in `dir`.
+pub struct OwnConfig {
+    /// `http://127.0.0.1:PORT`, the gateway's address once started.
+    pub url: String,
+    /// `Bearer <gateway API key>`.
+    pub bearer: String,
+    /// The config file, changed by the item's `edit`.
+    pub path: std::path::PathBuf,
+}
+
+/// sandbox-setup against `fake` in `dir` (a fresh database), then the config it wrote
+/// changed by `edit` and written (0600) as `file_name` beside it.
+pub async fn own_config(
+    fake: &bunq_testkit::FakeBunq,
+    dir: &Path,
+    file_name: &str,
+    edit: impl FnOnce(&mut toml::Table),
+) -> Result<OwnConfig, String> {
+    use secrecy::ExposeSecret as _;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{}", free_port()?);
+    let database = dir.join("gateway.sqlite3");
+    let setup = crate::sandbox::SandboxArgs::against_fake(fake, dir, &url, &database);
+    let outcome = crate::sandbox::run(&setup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bearer = format!("Bearer {}", outcome.gateway_api_key.expose_secret());
+    let mut table = read_config(&outcome.config_path)?.table;
+    edit(&mut table);
+    let path = dir.join(file_name);
+    let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+    bunq_signing::write_private_file(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(OwnConfig { url, bearer, path })
+}
+
 /// The parts of the gateway's config the bench needs.
 pub struct ConfigFacts {
     /// The master key (inline in configs written by sandbox-setup).
