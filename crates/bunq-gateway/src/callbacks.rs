@@ -157,7 +157,7 @@ async fn check_and_store(
         }
     }
     // 4. bunq's signature, with the server key of the user's installation.
-    let credential = user.credential.clone().unwrap_or_else(|| user_ref.clone());
+    let credential = user.live_credential().to_owned();
     let signature = parts
         .headers
         .get(bunq_signing::SERVER_SIGNATURE_HEADER)

@@ -384,22 +384,14 @@ pub(crate) async fn delete_user(
     // back after the store forgot it. Closing the sessions at bunq (part of it) is
     // hygiene, not a condition: a session dies on its own, and the gateway no longer
     // holds its token either way.
-    let mut credentials: Vec<String> = state
-        .store
-        .pending_consents()
-        .await?
-        .into_iter()
-        .filter(|c| c.user_ref == user_ref)
-        .map(|c| c.credential)
-        .collect();
+    let mut credentials = state.store.consent_credentials(&user_ref).await?;
     if let Some(user) = state.store.user(&user_ref).await? {
         // bunq would otherwise keep calling a URL that no longer names anyone (404s
         // until bunq gives up on each event): remove our filters while the session
         // still works. Best effort and bounded, like closing the sessions below: the
         // user is deleted either way, and the URL dies with them.
         if user.status == bunq_store::UserStatus::Connected {
-            let credential =
-                CredentialId::new(user.credential.clone().unwrap_or_else(|| user_ref.clone()));
+            let credential = CredentialId::new(user.live_credential());
             match tokio::time::timeout(
                 UNSUBSCRIBE_TIMEOUT,
                 crate::callbacks::unsubscribe(&state, &user_ref, &credential),

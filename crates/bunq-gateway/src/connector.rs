@@ -186,8 +186,7 @@ async fn refuse(
 ) -> ConnectOutcome {
     // Whatever bunq created for it (a session, if the refusal came late) is closed.
     let credential = CredentialId::new(consent.credential.as_str());
-    let _ = state.sessions.disconnect(&credential).await;
-    state.sessions.forget(&credential).await;
+    let _ = drop_session(state, &credential).await;
     match state
         .store
         .refuse_consent(&consent.credential, why, reason)
@@ -250,10 +249,9 @@ async fn finish(
                 // The old connection's session is closed at bunq and nothing of it is
                 // cached or saved again (its context is already deleted).
                 let old = CredentialId::new(old);
-                if let Err(e) = state.sessions.disconnect(&old).await {
+                if let Err(e) = drop_session(state, &old).await {
                     tracing::info!(user_ref = consent.user_ref, error = %e, "could not close the replaced session at bunq");
                 }
-                state.sessions.forget(&old).await;
             }
             tracing::info!(
                 user_ref = consent.user_ref,
@@ -275,13 +273,11 @@ async fn finish(
                 got,
                 "consent by another bunq account refused"
             );
-            let _ = state.sessions.disconnect(credential).await;
-            state.sessions.forget(credential).await;
+            let _ = drop_session(state, credential).await;
             ConnectOutcome::IdentityMismatch
         }
         ConsentCompletion::Gone => {
-            let _ = state.sessions.disconnect(credential).await;
-            state.sessions.forget(credential).await;
+            let _ = drop_session(state, credential).await;
             if let Err(e) = state.store.delete_context(&consent.credential).await {
                 tracing::error!(error = %e, "cannot delete the context of a deleted user");
             }
@@ -289,4 +285,12 @@ async fn finish(
         }
         _ => ConnectOutcome::Failed("unexpected completion".to_owned()),
     }
+}
+
+/// Closes `credential`'s session at bunq (its error is returned, for logging) and
+/// forgets it, so that nothing serves, renews or saves it again.
+async fn drop_session(state: &Shared, credential: &CredentialId) -> Result<(), SessionError> {
+    let closed = state.sessions.disconnect(credential).await;
+    state.sessions.forget(credential).await;
+    closed
 }

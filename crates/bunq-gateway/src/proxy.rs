@@ -298,7 +298,7 @@ pub(crate) async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId
     let record = state.store.user(user_ref).await?;
     match record {
         Some(r) if r.status == UserStatus::Connected => {
-            let credential = CredentialId::new(r.credential.unwrap_or_else(|| user_ref.to_owned()));
+            let credential = CredentialId::new(r.live_credential());
             if let Ok(mut routes) = state.routes.write() {
                 routes.insert(user_ref.to_owned(), credential.clone());
             }

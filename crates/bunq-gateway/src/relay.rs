@@ -328,7 +328,7 @@ async fn confirm(state: &Shared, event: &EventRecord) -> Confirmation {
         Err(e) => return Confirmation::Unavailable(format!("confirming: {e}")),
     };
     let Some((bunq_user_id, credential)) = user.and_then(|u| {
-        let credential = u.credential.unwrap_or_else(|| event.user_ref.clone());
+        let credential = u.live_credential().to_owned();
         (u.status == UserStatus::Connected)
             .then_some(u.bunq_user_id)
             .flatten()

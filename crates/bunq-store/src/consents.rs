@@ -201,7 +201,7 @@ impl Store {
                 credential,
                 user_ref,
                 replace,
-                created_at: crate::schema::from_db_time(now)?,
+                created_at: from_db_time(now)?,
                 attempts: 0,
             }))
         })
@@ -235,6 +235,23 @@ impl Store {
                     created_at: from_db_time(created_at)?,
                     attempts: from_db_id(attempts, "attempts")?,
                 });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The credentials of `user_ref`'s consents still waiting for their session.
+    pub async fn consent_credentials(&self, user_ref: &str) -> Result<Vec<String>, StoreError> {
+        let user_ref = user_ref.to_owned();
+        self.read(move |conn, _| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT credential FROM consents WHERE user_ref = ?1 ORDER BY created_at",
+            )?;
+            let rows = stmt.query_map([&user_ref], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row?);
             }
             Ok(out)
         })

@@ -81,6 +81,15 @@ pub struct UserRecord {
     pub last_consent: Option<(String, SystemTime)>,
 }
 
+impl UserRecord {
+    /// The credential the user's connection is stored under: its consent's, or the
+    /// user's own name for a user connected before consents had credentials of their own
+    /// (or through [`Store::put_access_token`]).
+    pub fn live_credential(&self) -> &str {
+        self.credential.as_deref().unwrap_or(&self.user_ref)
+    }
+}
+
 pub(crate) fn user_row(
     conn: &Connection,
     user_ref: &str,

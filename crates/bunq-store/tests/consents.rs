@@ -131,6 +131,12 @@ async fn a_new_consent_keeps_the_old_connection_until_it_completes_then_replaces
     );
     assert_eq!(user.credential.as_deref(), Some(first.credential.as_str()));
     assert_eq!(user.pending_consents, 1);
+    assert_eq!(user.live_credential(), first.credential);
+    assert_eq!(
+        store.consent_credentials("alice").await.unwrap(),
+        vec![second.credential.clone()]
+    );
+    assert!(store.consent_credentials("bob").await.unwrap().is_empty());
 
     let done = store
         .complete_consent(&second.credential, 78, Some(7))

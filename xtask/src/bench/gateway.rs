@@ -165,7 +165,7 @@ pub async fn session_headers(
     // The user's live connection is stored under its credential (one per consent).
     let context = match store.user(user_ref).await {
         Ok(Some(user)) => {
-            let credential = user.credential.unwrap_or_else(|| user_ref.to_owned());
+            let credential = user.live_credential().to_owned();
             store
                 .load_context(&credential)
                 .await
