@@ -198,6 +198,7 @@ pub(crate) fn router(state: Shared) -> Router {
             get(callbacks::get_callbacks).put(callbacks::put_callbacks),
         )
         .route("/v1/events", get(relay::list))
+        .route("/v1/events/{id}", get(relay::one))
         .route("/v1/events/{id}/redeliver", post(relay::redeliver))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -232,6 +233,7 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
         Some(CALLBACK_ROUTE) => CALLBACK_ROUTE,
         Some("/v1/users/{user_ref}/callbacks") => "/v1/users/{user_ref}/callbacks",
         Some("/v1/events") => "/v1/events",
+        Some("/v1/events/{id}") => "/v1/events/{id}",
         Some("/v1/events/{id}/redeliver") => "/v1/events/{id}/redeliver",
         _ => "other",
     }

@@ -57,6 +57,13 @@ impl Notification {
     }
 }
 
+/// Whether `body` is a NotificationUrl (`None`: it is not) that revokes the grant.
+pub(crate) fn is_revocation_body(body: &[u8]) -> Option<bool> {
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .map(|e| e.notification.is_revocation())
+}
+
 fn refused(status: StatusCode, code: &'static str, message: &'static str) -> Response {
     ApiError::new(status, code, message).into_response()
 }

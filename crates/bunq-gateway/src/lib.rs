@@ -45,6 +45,42 @@ use std::future::Future;
 pub use config::{Config, ConfigError, LogFormat};
 pub use error::GatewayError;
 
+/// Entry points for the fuzz targets (`fuzz/`), which build outside this crate: the
+/// parsers of outside input that are otherwise private. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The proxy's check of `/v1/users/{ref}/bunq/{path}?{query}`: the target forwarded
+    /// to bunq, or `None` when refused.
+    pub fn proxy_target(path: &str, query: Option<&str>) -> Option<String> {
+        crate::proxy::upstream_target(path, query).ok()
+    }
+
+    /// A bunq callback body as the receiving route reads it: `Some(is_revocation)` when
+    /// it is a NotificationUrl, and the object `callbacks.confirm` would re-fetch.
+    pub fn callback_body(body: &[u8]) -> (Option<bool>, Option<(String, u64, u64)>) {
+        let revocation = crate::callbacks::is_revocation_body(body);
+        let object = serde_json::from_slice(body)
+            .ok()
+            .and_then(|v| crate::relay::named_object(&v));
+        (revocation, object)
+    }
+
+    /// The Standard Webhooks signature of an event and the body sent, from a
+    /// `webhook_secret` text; `None` when the secret is refused.
+    pub fn webhook(
+        secret: &str,
+        id: &str,
+        timestamp: u64,
+        payload: &[u8],
+    ) -> Option<(String, Vec<u8>)> {
+        let secret = crate::config::WebhookSecret::parse(secret).ok()?;
+        let body =
+            crate::relay::envelope(id, "bunq.PAYMENT", "fuzz", std::time::UNIX_EPOCH, payload);
+        let signature = crate::relay::sign(&secret, id, timestamp, &body);
+        Some((signature, body))
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown` completes: [`Gateway::build`] then
 /// [`Gateway::serve`].
 pub async fn serve(

@@ -214,7 +214,7 @@ fn upstream_path(uri: &Uri) -> Result<String, ApiError> {
 
 /// [`upstream_path`] on the raw path and query: the http crate already refuses some
 /// bytes (`\`, `#`, controls) in a request target, but this check does not rely on it.
-fn upstream_target(path: &str, query: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn upstream_target(path: &str, query: Option<&str>) -> Result<String, ApiError> {
     let rest = path
         .strip_prefix("/v1/users/")
         .and_then(|p| p.split_once('/'))

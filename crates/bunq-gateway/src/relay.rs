@@ -95,7 +95,7 @@ pub(crate) fn webhook_body(event: &EventRecord) -> Vec<u8> {
     )
 }
 
-fn envelope(
+pub(crate) fn envelope(
     id: &str,
     event_type: &str,
     user_ref: &str,
@@ -133,16 +133,11 @@ pub(crate) async fn record_own(state: &Shared, user_ref: &str, event_type: &str,
     }
 }
 
-/// Delivers until the task is aborted (at shutdown). Does nothing without receivers:
-/// events then wait for the pull API.
+/// Delivers until the task is aborted (at shutdown). Without receivers it still runs:
+/// it confirms bunq's events (with `callbacks.confirm`) and settles each as delivered
+/// once it is published to the pull API, so that retention applies to it.
 pub(crate) async fn run(state: Shared) {
-    let settings = &state.callback_settings;
-    let Some(secret) = settings.webhook_secret.clone() else {
-        return;
-    };
-    if settings.webhook_urls.is_empty() {
-        return;
-    }
+    let secret = state.callback_settings.webhook_secret.clone();
     loop {
         let due = match state.store.due_events(SystemTime::now(), BATCH).await {
             Ok(due) => due,
@@ -153,7 +148,7 @@ pub(crate) async fn run(state: Shared) {
         };
         let full = due.len() == BATCH;
         // At most one event per user: all of them can go at once.
-        let deliveries = due.iter().map(|e| deliver(&state, &secret, e));
+        let deliveries = due.iter().map(|e| deliver(&state, secret.as_ref(), e));
         futures::future::join_all(deliveries).await;
         if !full {
             tokio::select! {
@@ -164,10 +159,16 @@ pub(crate) async fn run(state: Shared) {
     }
 }
 
-async fn deliver(state: &Shared, secret: &WebhookSecret, event: &EventRecord) {
+/// Whether `event` is a bunq callback still waiting for bunq's confirmation: its `data`
+/// is a claim from the internet, not yet bunq's word.
+fn awaits_confirmation(settings: &CallbackSettings, event: &EventRecord) -> bool {
+    settings.confirm && !event.confirmed && event.event_type.starts_with("bunq.")
+}
+
+async fn deliver(state: &Shared, secret: Option<&WebhookSecret>, event: &EventRecord) {
     let settings = &state.callback_settings;
     let confirmed;
-    let event = if settings.confirm && !event.confirmed && event.event_type.starts_with("bunq.") {
+    let event = if awaits_confirmation(settings, event) {
         match confirm(state, event).await {
             Confirmation::Confirmed(payload) => {
                 if let Err(e) = state
@@ -206,33 +207,37 @@ async fn deliver(state: &Shared, secret: &WebhookSecret, event: &EventRecord) {
     } else {
         event
     };
-    let body = webhook_body(event);
     let mut failure = None;
-    for url in &settings.webhook_urls {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let sent = state
-            .relay
-            .http
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", &event.id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                sign(secret, &event.id, timestamp, &body),
-            )
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            // Only the status or the kind of failure: URLs may carry credentials.
-            Ok(r) => failure = Some(format!("HTTP {}", r.status().as_u16())),
-            Err(e) if e.is_timeout() => failure = Some("timeout".to_owned()),
-            Err(_) => failure = Some("connection failed".to_owned()),
+    // Without receivers (pull only), publishing is delivering. The config refuses
+    // `webhook_urls` without a secret.
+    if let Some(secret) = secret.filter(|_| !settings.webhook_urls.is_empty()) {
+        let body = webhook_body(event);
+        for url in &settings.webhook_urls {
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let sent = state
+                .relay
+                .http
+                .post(url.clone())
+                .header("content-type", "application/json")
+                .header("webhook-id", &event.id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    sign(secret, &event.id, timestamp, &body),
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                // Only the status or the kind of failure: URLs may carry credentials.
+                Ok(r) => failure = Some(format!("HTTP {}", r.status().as_u16())),
+                Err(e) if e.is_timeout() => failure = Some("timeout".to_owned()),
+                Err(_) => failure = Some("connection failed".to_owned()),
+            }
         }
     }
     match failure {
@@ -297,7 +302,7 @@ fn object_segment(type_name: &str) -> Option<&'static str> {
 }
 
 /// The object a stored callback names: `(type, account id, object id)`.
-fn named_object(envelope: &Value) -> Option<(String, u64, u64)> {
+pub(crate) fn named_object(envelope: &Value) -> Option<(String, u64, u64)> {
     let object = envelope
         .get("NotificationUrl")?
         .get("object")?
@@ -413,11 +418,19 @@ struct Delivery {
     last_error: Option<String>,
 }
 
-fn view(e: EventRecord) -> EventView {
+/// The pull API's form of an event. With `callbacks.confirm`, a bunq event's `data` is
+/// withheld (`null`) until bunq confirmed it: pull-only applications get the same truth
+/// as webhook receivers.
+fn view(settings: &CallbackSettings, e: EventRecord) -> EventView {
     let pending = e.state == bunq_store::DeliveryState::Pending;
+    let data = if awaits_confirmation(settings, &e) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&e.payload).unwrap_or(Value::Null)
+    };
     EventView {
         cursor: e.seq.to_string(),
-        data: serde_json::from_slice(&e.payload).unwrap_or(Value::Null),
+        data,
         timestamp: rfc3339(e.received_at),
         confirmed: e.confirmed,
         delivery: Delivery {
@@ -452,13 +465,40 @@ pub(crate) async fn list(
             _ => return Err(ApiError::bad_request("limit must be between 1 and 1000")),
         },
     };
-    let events = state.store.events_after(after, limit).await?;
+    let mut events = state.store.events_after(after, limit).await?;
+    // A page ends before the first event whose confirmation was not tried yet (it
+    // normally is within milliseconds): a cursor past it would skip its confirmed form.
+    // One bunq could not confirm stays listed without `data`; its final form is read by
+    // id (`GET /v1/events/{id}`), so that one user's outage holds nobody's events.
+    let settings = &state.callback_settings;
+    if let Some(first_unsettled) = events.iter().position(|e| {
+        e.state == bunq_store::DeliveryState::Pending
+            && e.attempts == 0
+            && awaits_confirmation(settings, e)
+    }) {
+        events.truncate(first_unsettled);
+    }
     let next = events.last().map_or(after, |e| e.seq);
-    let events: Vec<EventView> = events.into_iter().map(view).collect();
+    let events: Vec<EventView> = events.into_iter().map(|e| view(settings, e)).collect();
     Ok(Json(serde_json::json!({
         "events": events,
         "next_cursor": next.to_string(),
     })))
+}
+
+/// `GET /v1/events/{id}`: one event as the pull API lists it.
+pub(crate) async fn one(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<EventView>, ApiError> {
+    match state.store.event(&id).await? {
+        Some(e) => Ok(Json(view(&state.callback_settings, e))),
+        None => Err(ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no such event",
+        )),
+    }
 }
 
 /// `POST /v1/events/{id}/redeliver`: pending again, due now, a fresh retry period.

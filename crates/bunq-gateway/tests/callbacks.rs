@@ -550,3 +550,99 @@ async fn deleting_a_user_unsubscribes_at_bunq_and_erases_their_events() {
     .await;
     assert_eq!(sent_to(&env, &alice_url).len(), before);
 }
+
+async fn event_by_id(env: &Env, gw: &Gateway, id: &str) -> Value {
+    let r = env
+        .http
+        .get(format!("{}/v1/events/{id}", gw.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_only_apps_are_subscribed_by_default_and_see_only_what_bunq_confirmed() {
+    let env = fake_env().await;
+    // No webhook receiver and no categories: the defaults subscribe, the pull API serves.
+    let gw = env.start_gateway_edited(|config| {
+        format!(
+            "{config}\n[callbacks]\nconfirm = true\nmin_backoff_ms = 50\nmax_backoff_seconds = 1\n"
+        )
+    });
+    let alice = env.connected_payer(&gw, "alice").await;
+    let url = subscribed(&env, &gw, "alice").await;
+    let own = iban(&env, &gw, "alice", alice).await;
+    pay(&env, &gw, "alice", alice, &own, "1.00").await;
+    let bunq_events = async || -> Vec<Value> {
+        pull_all(&env, &gw)
+            .await
+            .into_iter()
+            .filter(|e| e["type"].as_str().unwrap().starts_with("bunq."))
+            .collect()
+    };
+    let want = eventually("the events published", async || {
+        let sent = sent_to(&env, &url);
+        let pulled = bunq_events().await;
+        (sent.len() >= 2 && pulled.len() == sent.len()).then_some(sent)
+    })
+    .await;
+    let pulled = bunq_events().await;
+    let data: Vec<Value> = pulled.iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(data, as_json(&want), "bunq's objects, in order");
+    for e in &pulled {
+        assert_eq!(e["confirmed"], true, "{e}");
+        assert_eq!(e["delivery"]["state"], "delivered", "published: {e}");
+    }
+
+    // A forged callback: listed as unconfirmed, its claimed body never shown.
+    let mut forged = as_json(&want)[0].clone();
+    forged["NotificationUrl"]["object"]["Payment"]["id"] = json!(987_654_321u64);
+    let (status, answer) = post_for_id(&env, &url, &forged).await;
+    assert_eq!(status, 200, "{answer}");
+    let forged_id = answer["event_id"].as_str().unwrap().to_owned();
+    let event = eventually("the forged event settled", async || {
+        let e = event_by_id(&env, &gw, &forged_id).await;
+        (e["delivery"]["state"] == "unconfirmed").then_some(e)
+    })
+    .await;
+    assert_eq!(event["data"], Value::Null, "{event}");
+    assert_eq!(
+        pulled_event(&env, &gw, &forged_id).await["data"],
+        Value::Null
+    );
+
+    // bunq unavailable at the first confirmation: listed without data (the pages go on
+    // past it), then confirmed on a later attempt and read by id.
+    let mut doctored = as_json(&want)[0].clone();
+    doctored["NotificationUrl"]["object"]["Payment"]["amount"]["value"] = json!("-1000.00");
+    env.fake.knobs().fail_next_with_status(503, 3);
+    let (status, answer) = post_for_id(&env, &url, &doctored).await;
+    assert_eq!(status, 200, "{answer}");
+    let doctored_id = answer["event_id"].as_str().unwrap().to_owned();
+    let first = eventually("the failed first confirmation", async || {
+        let e = event_by_id(&env, &gw, &doctored_id).await;
+        (e["delivery"]["attempts"].as_u64().unwrap() >= 1).then_some(e)
+    })
+    .await;
+    if first["delivery"]["state"] == "pending" {
+        assert_eq!(
+            first["data"],
+            Value::Null,
+            "unconfirmed data shown: {first}"
+        );
+    }
+    let settled = eventually("the doctored event confirmed", async || {
+        let e = event_by_id(&env, &gw, &doctored_id).await;
+        (e["delivery"]["state"] == "delivered").then_some(e)
+    })
+    .await;
+    assert_eq!(settled["confirmed"], true);
+    assert_eq!(
+        settled["data"],
+        as_json(&want)[0],
+        "bunq's object, not the doctored one"
+    );
+}

@@ -27,10 +27,12 @@ async fn limited_env(session_window: Duration) -> Env {
     env
 }
 
-/// The gateway's limits matching the fake's, and how long a callback waits.
+/// The gateway's limits matching the fake's, and how long a callback waits. No bunq
+/// callbacks: these tests see revocations through refused sessions (callbacks revoke in
+/// tests/callbacks.rs).
 fn limited(session_window: Duration, callback_wait_ms: u64) -> impl Fn(String) -> String {
     move |config: String| {
-        config
+        format!("{config}\n[callbacks]\ncategories = []\n")
             .replace(
                 "rate_limits = false",
                 &format!(

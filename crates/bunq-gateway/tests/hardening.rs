@@ -265,3 +265,82 @@ async fn return_to_is_stored_as_validated_and_the_redirect_never_fails() {
         "{location}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_thousand_idle_and_half_sent_connections_do_not_stop_new_requests() {
+    let env = Env::new().await;
+    // The default limits (10,000 connections, 10 s header read, 60 s idle).
+    let gw = env.start_gateway_edited(|config| config);
+    let mut held = Vec::with_capacity(5_000);
+    for i in 0..5_000 {
+        let mut stream = TcpStream::connect(addr(&gw.base)).await.unwrap();
+        if i % 2 == 0 {
+            // Half a request: the request line and one header, never the blank line.
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        held.push(stream);
+    }
+    // Every connection is accepted and held: new ones are still served, at once.
+    for _ in 0..20 {
+        let served = env
+            .http
+            .get(format!("{}/healthz", gw.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200);
+    }
+    let r = env
+        .http
+        .get(format!("{}/v1/users/alice", gw.base))
+        .bearer_auth(API_KEY)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a request through the database as well");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_and_query_strings_are_refused_with_4xx() {
+    let env = Env::new().await;
+    let gw = env.start_gateway_edited(|config| config);
+    // One header of 1 MiB: beyond hyper's header buffer.
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let status = raw_status(&gw.base, &big_header).await;
+    assert!((400..500).contains(&status), "oversized header: {status}");
+    // 10,000 small headers.
+    let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let status = raw_status(
+        &gw.base,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"),
+    )
+    .await;
+    assert!((400..500).contains(&status), "too many headers: {status}");
+    // A query string of 1 MiB on the proxy.
+    let status = raw_status(
+        &gw.base,
+        &proxied_get(&format!(
+            "user/1/monetary-account?q={}",
+            "a".repeat(1 << 20)
+        )),
+    )
+    .await;
+    assert!((400..500).contains(&status), "oversized query: {status}");
+    // The gateway still serves.
+    let served = env
+        .http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+}

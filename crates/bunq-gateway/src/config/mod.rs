@@ -47,9 +47,8 @@ pub struct Config {
 /// `[callbacks]` (all optional).
 #[derive(Debug, Clone)]
 pub struct CallbackSettings {
-    /// The categories registered at bunq for every connected user (empty: none). By
-    /// default MUTATION, PAYMENT and OAUTH when `webhook_urls` are set, none otherwise
-    /// (list them for a pull-only setup).
+    /// The categories registered at bunq for every connected user (default MUTATION,
+    /// PAYMENT and OAUTH; empty: no subscription).
     pub categories: Vec<String>,
     /// Where callbacks may come from; empty: anywhere (the default for the sandbox and
     /// a custom base; production defaults to bunq's 185.40.108.0/22).
@@ -677,17 +676,12 @@ fn callback_settings(
     environment: BunqEnvironment,
     custom_base: bool,
 ) -> Result<CallbackSettings, ConfigError> {
-    // Subscribing costs bunq calls at every connect and makes bunq call us: only once
-    // the operator asked for callbacks, by listing categories or a webhook receiver
-    // (then MUTATION, PAYMENT and OAUTH by default).
-    let receivers = src
-        .str_list("callbacks.webhook_urls")?
-        .is_some_and(|l| !l.is_empty());
-    let categories = match src.str_list("callbacks.categories")? {
-        Some(list) => list,
-        None if receivers => ["MUTATION", "PAYMENT", "OAUTH"].map(str::to_owned).to_vec(),
-        None => Vec::new(),
-    };
+    // Subscribed at every connect whether or not a webhook receiver is configured: the
+    // events wait in the outbox for the pull API, and OAUTH callbacks mark revocations
+    // without waiting for a refused call. `categories = []` turns subscribing off.
+    let categories = src
+        .str_list("callbacks.categories")?
+        .unwrap_or_else(|| ["MUTATION", "PAYMENT", "OAUTH"].map(str::to_owned).to_vec());
     if let Some(bad) = categories
         .iter()
         .find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
