@@ -17,6 +17,9 @@ pub const TARGETS: &[&str] = &[
     "config_toml",
     "bunq_envelope",
     "signing_keys",
+    "proxy_path",
+    "callback_body",
+    "webhook",
 ];
 
 /// `cargo xtask fuzz`.
