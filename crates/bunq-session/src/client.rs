@@ -379,6 +379,12 @@ impl BunqClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many callers wait for a turn at the session-server pacer now: a queue that
+    /// stays long means more users need sessions than bunq's limit lets through.
+    pub fn session_queue_len(&self) -> usize {
+        self.inner.pacer.waiting()
+    }
+
     /// Sends `req` with `session`, verifies the response's signature with the
     /// installation's server key and returns it whatever its status (bar 429, which is
     /// retried for idempotent requests and otherwise [`Error::RateLimited`]).
