@@ -53,6 +53,8 @@ pub(crate) struct AppState {
     pub(crate) public_url: String,
     /// Whether `/metrics` is served by the admin listener instead of the main one.
     pub(crate) admin_listener: bool,
+    /// `http.log_user_ref`: the access line names the path's `user_ref`.
+    pub(crate) log_user_ref: bool,
     /// `[callbacks]`.
     pub(crate) callback_settings: crate::config::CallbackSettings,
     /// The outbox deliverer's handle.
@@ -187,6 +189,7 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         callback_settings: config.callbacks.clone(),
         relay: crate::relay::Relay::new(&config.callbacks),
         admin_listener: config.admin_listen.is_some(),
+        log_user_ref: config.http.log_user_ref,
     }))
 }
 
@@ -332,7 +335,17 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     } else {
         state.request_timeout
     };
-    let span = tracing::info_span!("request", request_id = %request_id);
+    // The path's user_ref (as sent, percent-escapes and all) only when configured.
+    let user_ref = state
+        .log_user_ref
+        .then(|| request.uri().path().strip_prefix("/v1/users/"))
+        .flatten()
+        .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        user_ref = user_ref.as_deref().map(tracing::field::display),
+    );
     let mut response = match tokio::time::timeout(limit, next.run(request))
         .instrument(span.clone())
         .await

@@ -120,3 +120,25 @@ async fn an_admin_listener_takes_metrics_off_the_public_one() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_user_ref_is_logged_only_when_configured() {
+    let env = Env::new().await;
+    let gw = env.start_gateway_edited(|config| {
+        config.replace("workers = 2", "workers = 2\nlog_user_ref = true")
+    });
+    let r = env
+        .http
+        .get(format!("{}/v1/users/carol-42", gw.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let log = std::fs::read_to_string(&gw.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("user_ref=carol-42") && l.contains(" request")),
+        "{log}"
+    );
+}

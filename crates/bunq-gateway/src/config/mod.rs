@@ -251,6 +251,9 @@ pub struct HttpSettings {
     /// How many serving threads, each with its own single-threaded runtime; `None`
     /// (`http.workers = 0`, the default) means one per core.
     pub workers: Option<NonZeroUsize>,
+    /// Whether the access line names the `user_ref` of `/v1/users/{user_ref}/...`
+    /// (off by default: a `user_ref` is often an e-mail address, and logs travel).
+    pub log_user_ref: bool,
 }
 
 impl HttpSettings {
@@ -518,6 +521,7 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         workers: usize::try_from(src.int("http.workers", 0, (0, 1024))?)
             .ok()
             .and_then(NonZeroUsize::new),
+        log_user_ref: src.bool("http.log_user_ref", false)?,
     };
 
     let callbacks = callback_settings(src, environment, bunq.api_base_url.is_some())?;

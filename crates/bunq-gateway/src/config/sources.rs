@@ -80,6 +80,7 @@ const KEYS: &[KeySpec] = &[
     sec("http", "max_connections", Kind::Int),
     sec("http", "idempotency_retention_seconds", Kind::Int),
     sec("http", "workers", Kind::Int),
+    sec("http", "log_user_ref", Kind::Bool),
     sec("callbacks", "categories", Kind::StrList),
     sec("callbacks", "allowed_sources", Kind::StrList),
     sec("callbacks", "trusted_proxies", Kind::StrList),
