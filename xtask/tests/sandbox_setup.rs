@@ -7,8 +7,9 @@ use std::process::{Command, Output};
 
 use bunq_testkit::FakeBunq;
 
-async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
+/// `sandbox-setup` pointed at `fake`.
+fn against(fake: &FakeBunq) -> Vec<String> {
+    vec![
         "sandbox-setup".to_owned(),
         "--api-base-url".into(),
         fake.api_base(),
@@ -16,11 +17,17 @@ async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
         fake.oauth_authorize_url(),
         "--oauth-token-url".into(),
         fake.oauth_token_url(),
+    ]
+}
+
+async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = against(fake);
+    args.extend([
         "--out".into(),
         dir.join("gateway.toml").display().to_string(),
         "--context-file".into(),
         dir.join("bunq-sandbox.json").display().to_string(),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -169,15 +176,7 @@ async fn state_goes_to_a_private_bunq_dir_and_an_old_root_file_is_moved_there() 
     let fake = FakeBunq::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = |cwd: std::path::PathBuf, env_key: Option<String>| {
-        let args = vec![
-            "sandbox-setup".to_owned(),
-            "--api-base-url".into(),
-            fake.api_base(),
-            "--oauth-authorize-url".into(),
-            fake.oauth_authorize_url(),
-            "--oauth-token-url".into(),
-            fake.oauth_token_url(),
-        ];
+        let args = against(&fake);
         tokio::task::spawn_blocking(move || {
             let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
             command
