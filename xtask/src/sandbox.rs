@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use base64::Engine as _;
+use bunq_api::{Amount, NewRequestInquiry, Pointer, UserApi};
 use bunq_oauth::{OAuthClientInfo, ensure_oauth_client};
 use bunq_session::{
-    ApiContext, ApiRequest, BunqClient, ClientConfig, ContextStore, ContextStoreError,
-    CredentialId, Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
+    ApiContext, BunqClient, ClientConfig, ContextStore, ContextStoreError, CredentialId,
+    Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
 };
 use bunq_signing::write_private_file;
 use ring::rand::SecureRandom as _;
@@ -170,7 +171,7 @@ pub async fn run(args: &SandboxArgs) -> Result<SetupOutcome, StepError> {
         .step(
             "top up from sugardaddy@bunq.com",
             "sandbox top-ups can fail while bunq's sandbox is busy: run again, or pass --no-money",
-            top_up(&manager, user_id, args.no_money),
+            top_up(&manager, args.no_money),
         )
         .await?;
 
@@ -359,50 +360,32 @@ async fn api_key(
 
 async fn top_up<S: ContextStore>(
     manager: &SessionManager<S>,
-    user_id: u64,
     skip: bool,
-) -> Result<((), String), bunq_session::Error> {
+) -> Result<((), String), Box<dyn std::error::Error + Send + Sync>> {
     if skip {
         return Ok(((), "skipped (--no-money)".into()));
     }
-    let accounts = manager.monetary_accounts(&owner()).await?;
-    let Some(account) = accounts.first() else {
-        return Ok(((), "no monetary account to top up".into()));
+    let api = UserApi::new(manager.clone(), owner());
+    let target = Amount::eur(TOP_UP_EUR)?;
+    let accounts = api.monetary_accounts().await?;
+    // Active accounts come first: a closed account cannot take money.
+    let Some(account) = accounts.first().filter(|a| a.is_active()) else {
+        return Ok(((), "no active monetary account to top up".into()));
     };
-    let balance: f64 = account
-        .balance
-        .as_ref()
-        .and_then(|b| b.value.parse().ok())
-        .unwrap_or(0.0);
-    if balance >= TOP_UP_EUR.parse::<f64>().unwrap_or(500.0) {
+    let balance = account.info().balance;
+    if let Some(balance) = balance.filter(|b| b.minor_units() >= target.minor_units()) {
         return Ok((
             (),
-            format!("account {} already holds EUR {balance:.2}", account.id),
+            format!("account {} already holds {balance}", account.id()),
         ));
     }
-    let body = serde_json::json!({
-        "amount_inquired": { "value": TOP_UP_EUR, "currency": "EUR" },
-        "counterparty_alias": { "type": "EMAIL", "value": SUGARDADDY, "name": "Sugar Daddy" },
-        "description": "sandbox-setup top-up",
-        "allow_bunqme": false,
-    });
-    manager
-        .request(
-            &owner(),
-            ApiRequest::post_json(
-                format!(
-                    "user/{user_id}/monetary-account/{}/request-inquiry",
-                    account.id
-                ),
-                &body,
-            ),
-        )
-        .await?
-        .into_result()?;
-    Ok((
-        (),
-        format!("asked EUR {TOP_UP_EUR} for account {}", account.id),
-    ))
+    let request = NewRequestInquiry::new(
+        target,
+        Pointer::email(SUGARDADDY)?.with_name("Sugar Daddy")?,
+        "sandbox-setup top-up",
+    )?;
+    api.create_request_inquiry(account.id(), &request).await?;
+    Ok(((), format!("asked {target} for account {}", account.id())))
 }
 
 fn random_base64(len: usize, url_safe: bool) -> String {

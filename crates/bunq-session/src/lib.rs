@@ -25,18 +25,19 @@
 //!
 //! let alice = CredentialId::new("alice");
 //! manager.connect(&alice, SecretString::from("sandbox_api_key")).await?;
-//! for account in manager.monetary_accounts(&alice).await? {
-//!     println!("{} {:?}", account.id, account.iban());
-//! }
 //! let user = manager.session(&alice).await?.user_id;
 //! let payments = manager
 //!     .request(&alice, ApiRequest::get(format!("user/{user}/monetary-account/1/payment")))
 //!     .await?
 //!     .into_result()?;
-//! # let _ = payments;
+//! let page = payments.list::<serde_json::Value>("Payment")?;
+//! # let _ = page;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Typed calls (accounts of every kind, payments, request-inquiries, draft-payments)
+//! are in the `bunq-api` crate, on top of this one.
 //!
 //! ## Did bunq get it?
 //!
@@ -84,7 +85,6 @@
 //! # }
 //! ```
 
-mod accounts;
 mod client;
 mod config;
 mod context;
@@ -98,7 +98,6 @@ mod store;
 mod transport;
 mod verify_cache;
 
-pub use accounts::{Amount, MonetaryAccountBank, Pointer, User};
 pub use client::{
     AUTHENTICATION_HEADER, ApiRequest, BunqClient, REQUEST_ID_HEADER, RESPONSE_ID_HEADER,
     RawResponse, SIGNATURE_HEADER,
