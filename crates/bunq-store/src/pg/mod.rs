@@ -30,6 +30,9 @@
 //! moved forward in the same statement), which changes what `due_events` means and is
 //! left to the multi-replica work.
 //!
+//! Every connection also runs with `lock_timeout = 5s`, SQLite's busy timeout: a
+//! session holding a lock for longer makes statements fail rather than hang.
+//!
 //! # Durability
 //! Every connection runs with `synchronous_commit = on` ([`Durability::Full`], whatever
 //! the server's default) or `off` ([`Durability::ProcessCrash`]: a commit may be lost
@@ -65,6 +68,10 @@ pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// How long a caller waits for a pooled connection, and for a new one to connect.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a statement waits for a lock another session holds (a row, a table, an
+/// advisory lock) before it fails: SQLite's busy timeout, so that a stuck session (an
+/// operator's open transaction) fails requests instead of hanging them.
+const LOCK_TIMEOUT: &str = "5s";
 
 /// The advisory lock that lets one process at a time migrate the schema.
 const MIGRATION_LOCK: i64 = 0x6275_6e71_5f6d_6967; // "bunq_mig"
@@ -180,11 +187,10 @@ fn connection_config(
         Durability::ProcessCrash => "off",
     };
     // Appended to what the URL asks for (a search_path, say), never replacing it.
+    let ours = format!("-c synchronous_commit={sync} -c lock_timeout={LOCK_TIMEOUT}");
     let options = match config.get_options() {
-        Some(given) if !given.trim().is_empty() => {
-            format!("{given} -c synchronous_commit={sync}")
-        }
-        _ => format!("-c synchronous_commit={sync}"),
+        Some(given) if !given.trim().is_empty() => format!("{given} {ours}"),
+        _ => ours,
     };
     config.options(&options);
     if config.get_application_name().is_none() {
@@ -211,6 +217,8 @@ async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Clie
 /// created, so that gateways starting together do it one after the other. A session
 /// lock: released by [`unlock_migrations`], or by the server when the connection dies.
 async fn lock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreError> {
+    // A long migration of another gateway is waited for, however long it takes.
+    client.batch_execute("SET lock_timeout = 0").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
