@@ -43,7 +43,27 @@ pub fn build_bin(
         args.push("--release");
     }
     args.push("--message-format=json");
-    let output = Command::new(cargo)
+    // `cargo run` gave this process the variables of xtask's own package
+    // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...); ring's build script watches some of
+    // them, and a value other than the one of a build from the shell rebuilds ring and
+    // all that depends on it (the TLS stack, the gateway) here and again there.
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| name_str.starts_with(p))
+        {
+            command.env_remove(&name);
+        }
+    }
+    let output = command
         .current_dir(workspace)
         .args(&args)
         .stderr(Stdio::inherit())

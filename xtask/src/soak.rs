@@ -663,9 +663,17 @@ fn session_windows(
         );
         return;
     };
-    let calls = counter(after, "calls", SESSION_SERVER) - counter(before, "calls", SESSION_SERVER);
-    let refused = counter(after, "rate_limited", SESSION_SERVER)
-        - counter(before, "rate_limited", SESSION_SERVER);
+    // The fake runs throughout, so its counters only grow; saturating all the same.
+    let calls = counter(after, "calls", SESSION_SERVER).saturating_sub(counter(
+        before,
+        "calls",
+        SESSION_SERVER,
+    ));
+    let refused = counter(after, "rate_limited", SESSION_SERVER).saturating_sub(counter(
+        before,
+        "rate_limited",
+        SESSION_SERVER,
+    ));
     let when = if refusals.is_empty() {
         String::new()
     } else {
@@ -693,7 +701,9 @@ fn session_windows(
         .flatten()
         .filter(|(k, _)| k.as_str() != SESSION_SERVER)
         .filter_map(|(k, v)| {
-            let n = v.as_u64()? - counter(before, "rate_limited", k);
+            let n = v
+                .as_u64()?
+                .saturating_sub(counter(before, "rate_limited", k));
             (n > 0).then(|| format!("{k}: {n}"))
         })
         .collect();
