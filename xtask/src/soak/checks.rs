@@ -8,7 +8,7 @@ use std::time::Duration;
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::Value;
 
-use super::load::{Outcome, Payment};
+use super::payments::{Outcome, Payment};
 
 /// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -438,7 +438,7 @@ pub fn resources(table: &mut Table, samples: &[Sample], lengths: &[Duration]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::soak::load::Attempt;
+    use crate::soak::payments::Attempt;
 
     fn payment(n: u64, outcome: Outcome) -> Payment {
         Payment {
