@@ -376,6 +376,7 @@ pub(super) fn write_report(
         "samples": supervisor.samples,
         "answers": soak.answers(),
         "events": soak.events(),
+        "unacknowledged_payments": unacknowledged(soak),
     });
     let path = dir.join("report.json");
     match serde_json::to_string_pretty(&report) {
@@ -385,4 +386,26 @@ pub(super) fn write_report(
         },
         Err(e) => println!("could not encode the report: {e}"),
     }
+}
+
+/// Every payment that ended without a 2xx or `already_submitted`, with its attempts: what
+/// the table's counts are made of.
+fn unacknowledged(soak: &Soak) -> Vec<Value> {
+    soak.payments()
+        .iter()
+        .filter(|p| {
+            !matches!(
+                p.outcome,
+                payments::Outcome::Acknowledged { .. } | payments::Outcome::AlreadySubmitted
+            )
+        })
+        .map(|p| {
+            json!({
+                "key": p.key(),
+                "user_ref": p.user_ref,
+                "outcome": format!("{:?}", p.outcome),
+                "attempts": p.attempts.iter().map(|a| a.label()).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
