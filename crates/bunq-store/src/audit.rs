@@ -156,6 +156,10 @@ pub(crate) fn prepare(
     if exists {
         return Ok(None);
     }
+    // A file from before the audit key (schema v4 and older) opened with a wrong key:
+    // refused here, before a key sealed under it is committed and the file no longer
+    // opens with the right one either.
+    crate::rotate::check_sealed_values(conn, &crate::vault::Keyring::single(key.clone()))?;
     let mut bytes = Zeroizing::new([0u8; 32]);
     SystemRandom::new()
         .fill(bytes.as_mut())

@@ -45,33 +45,8 @@ impl Store {
     /// failing every later request. Reads only the 9-byte headers, not the values.
     pub async fn check_master_key(&self) -> Result<(), StoreError> {
         crate::on_postgres!(self, pg => pg.check_master_key());
-        self.read(|conn, shared| {
-            let keyring = shared.keyring();
-            let held: Vec<Vec<u8>> = keyring
-                .keys()
-                .iter()
-                .map(|k| [&[FORMAT_V1][..], k.id().as_bytes()].concat())
-                .collect();
-            let placeholders = (1..=held.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            for &(table, row_key, column) in SEALED_COLUMNS {
-                // Names come from the constant table above, never from input.
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {row_key}, {column} FROM {table} \
-                     WHERE substr({column}, 1, 9) NOT IN ({placeholders}) LIMIT 1"
-                ))?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(held.iter()))?;
-                if let Some(row) = rows.next()? {
-                    let (row, blob): (String, Vec<u8>) = (row.get(0)?, row.get(1)?);
-                    // Opening it reports exactly what is wrong (unknown key or corrupt).
-                    keyring.open(&blob, table, column, &row)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.read(|conn, shared| check_sealed_values(conn, &shared.keyring()))
+            .await
     }
 
     /// Re-seals every secret value from `old` to `new` in one transaction, writes
@@ -186,4 +161,37 @@ pub(crate) fn reseal(
             row: row.to_owned(),
         })
     }
+}
+
+/// [`Store::check_master_key`] on a connection: every sealed value of the file is under
+/// one of `keyring`'s keys, and the first one that is not is opened to say why. Also run
+/// before `audit::prepare` seals a new key into a file written before it had one, so that
+/// a wrong key cannot leave a value behind that the right key would not open.
+pub(crate) fn check_sealed_values(
+    conn: &rusqlite::Connection,
+    keyring: &crate::vault::Keyring,
+) -> Result<(), StoreError> {
+    let held: Vec<Vec<u8>> = keyring
+        .keys()
+        .iter()
+        .map(|k| [&[FORMAT_V1][..], k.id().as_bytes()].concat())
+        .collect();
+    let placeholders = (1..=held.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for &(table, row_key, column) in SEALED_COLUMNS {
+        // Names come from the constant table above, never from input.
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {row_key}, {column} FROM {table} \
+             WHERE substr({column}, 1, 9) NOT IN ({placeholders}) LIMIT 1"
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(held.iter()))?;
+        if let Some(row) = rows.next()? {
+            let (row, blob): (String, Vec<u8>) = (row.get(0)?, row.get(1)?);
+            // Opening it reports exactly what is wrong (unknown key or corrupt).
+            keyring.open(&blob, table, column, &row)?;
+        }
+    }
+    Ok(())
 }

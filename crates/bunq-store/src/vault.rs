@@ -22,6 +22,11 @@ pub(crate) struct Keyring {
 }
 
 impl Keyring {
+    /// A keyring of one key.
+    pub(crate) fn single(key: MasterKey) -> Self {
+        Self { keys: vec![key] }
+    }
+
     /// The keys values can be opened with.
     pub(crate) fn keys(&self) -> &[MasterKey] {
         &self.keys

@@ -143,3 +143,29 @@ on_both_backends!(
     the_log_holds_keyed_hashes_and_is_queried_by_user_ref,
     rows_of_an_older_schema_are_rehashed_at_open,
 );
+
+/// SQLite: a file from before the audit key (its `store_keys` row missing) opened with a
+/// wrong key is refused before a key sealed under the wrong one is committed; the right
+/// key still opens it afterwards.
+#[tokio::test]
+async fn a_wrong_key_on_a_file_without_an_audit_key_leaves_it_untouched() {
+    use secrecy::ExposeSecret as _;
+    let db = temp_db();
+    let right = MasterKey::generate().unwrap();
+    let store = open(&db.path, &right).await;
+    store
+        .put_access_token("frank", &SecretString::from("oauth-token"))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    raw(&db.path).execute("DELETE FROM store_keys", []).unwrap();
+    let wrong = MasterKey::generate().unwrap();
+    assert!(
+        bunq_store::Store::open(&db.path, wrong).await.is_err(),
+        "a wrong key was accepted"
+    );
+    let store = open(&db.path, &right).await;
+    store.check_master_key().await.unwrap();
+    let token = store.access_token("frank").await.unwrap().unwrap();
+    assert_eq!(token.expose_secret(), "oauth-token");
+}
