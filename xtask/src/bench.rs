@@ -4,8 +4,8 @@
 //! Everything it measures is a release build: run in a debug build (as `cargo xtask`
 //! is), it re-runs itself as `cargo run --release -p xtask -- bench ...`, so that the
 //! in-process parts (our signing loop, the fake bunq, the store) are optimised, and it
-//! builds `bunq-gateway` with `--release`. It may install Debian's `nginx` and `wrk`
-//! with apt-get (and says so). Results: a table on stdout and `target/bench/report.json`.
+//! builds `bunq-gateway` with `--release`. With `--install` it installs Debian's `nginx`
+//! and `wrk` with apt-get when missing (and says so); without, it only checks for them. Results: a table on stdout and `target/bench/report.json`.
 //! See `docs/PERFORMANCE.md` for the method and the latest figures.
 
 mod callbacks_rate;
@@ -63,9 +63,10 @@ pub struct BenchArgs {
     /// Short runs everywhere (a smoke test of the bench itself; figures are rough).
     #[arg(long)]
     pub quick: bool,
-    /// Never run apt-get; skip the nginx comparison if nginx or wrk is missing.
+    /// Install Debian's nginx and wrk with apt-get when they are missing (without it, a
+    /// missing tool is reported as a missed item 3, with the command that installs it).
     #[arg(long)]
-    pub no_install: bool,
+    pub install: bool,
     /// Measure even in a debug build (figures meaningless; for testing the bench).
     #[arg(long, hide = true)]
     pub allow_debug: bool,

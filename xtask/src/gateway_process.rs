@@ -24,18 +24,14 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// executable's path.
 pub fn build_gateway(workspace: &Path, release: bool) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec![
-        "build",
-        "--quiet",
-        "-p",
-        "bunq-gateway",
-        "--bin",
-        "bunq-gateway",
-    ];
+    // Not `--quiet`: a first build takes minutes, and cargo's own progress on stderr
+    // (compiling lines, the progress bar on a terminal) shows that something happens.
+    let mut args = vec!["build", "-p", "bunq-gateway", "--bin", "bunq-gateway"];
     if release {
         args.push("--release");
     }
-    args.push("--message-format=json");
+    // Artifacts as JSON on stdout (for the path), diagnostics rendered on stderr.
+    args.push("--message-format=json-render-diagnostics");
     let output = Command::new(cargo)
         .current_dir(workspace)
         .args(&args)

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use base64::Engine as _;
+use bunq_api::{Amount, NewRequestInquiry, Pointer, UserApi};
 use bunq_oauth::{OAuthClientInfo, ensure_oauth_client};
 use bunq_session::{
-    ApiContext, ApiRequest, BunqClient, ClientConfig, ContextStore, ContextStoreError,
-    CredentialId, Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
+    ApiContext, BunqClient, ClientConfig, ContextStore, ContextStoreError, CredentialId,
+    Environment, RateLimitPolicy, SessionManager, SessionManagerConfig,
 };
 use bunq_signing::write_private_file;
 use ring::rand::SecureRandom as _;
@@ -28,6 +29,12 @@ pub const SANDBOX_API_BASE: &str = "https://public-api.sandbox.bunq.com/v1";
 const SUGARDADDY: &str = "sugardaddy@bunq.com";
 /// Top up only below this balance, so that a second run does not ask again.
 const TOP_UP_EUR: &str = "500.00";
+
+/// Where sandbox-setup keeps its state by default: a git-ignored directory, so that the
+/// sandbox user's API key and private key never sit at the repository's root.
+const DEFAULT_CONTEXT_FILE: &str = ".bunq/sandbox.json";
+/// Where versions before `.bunq/` kept it; moved on the next run.
+const LEGACY_CONTEXT_FILE: &str = "bunq-sandbox.json";
 
 /// The command line of `sandbox-setup`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,14 +54,23 @@ pub struct SandboxArgs {
     /// The gateway's OAuth callback URL, registered with the OAuth client.
     #[arg(long, default_value = "http://127.0.0.1:8080/oauth/callback")]
     pub callback_url: String,
-    /// Use this API key instead of creating a sandbox user.
-    #[arg(long)]
+    /// Use this API key instead of creating a sandbox user (or `BUNQ_API_KEY`).
+    #[arg(
+        long,
+        env = "BUNQ_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "api_key_file"
+    )]
     pub api_key: Option<String>,
+    /// Read the API key from this file (not readable by group or others).
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
     /// Do not top up the first account from sugardaddy@bunq.com.
     #[arg(long)]
     pub no_money: bool,
-    /// Where the sandbox user's API key and bunq context are kept (mode 0600).
-    #[arg(long, default_value = "bunq-sandbox.json")]
+    /// Where the sandbox user's API key and bunq context are kept (mode 0600, in a 0700
+    /// directory; `.bunq/` is git-ignored).
+    #[arg(long, default_value = DEFAULT_CONTEXT_FILE)]
     pub context_file: PathBuf,
     /// The gateway's database path, written into the config.
     #[arg(long, default_value = "bunq-gateway.sqlite3")]
@@ -78,6 +94,7 @@ impl SandboxArgs {
             out: dir.join("gateway.toml"),
             callback_url: format!("{gateway_url}/oauth/callback"),
             api_key: None,
+            api_key_file: None,
             no_money: false,
             context_file: dir.join("bunq-sandbox.json"),
             database: database.display().to_string(),
@@ -103,6 +120,11 @@ fn owner() -> CredentialId {
 pub async fn run(args: &SandboxArgs) -> Result<SetupOutcome, StepError> {
     let api_base = args.api_base_url.trim_end_matches('/').to_owned();
     let (authorize_url, token_url) = oauth_urls(args, &api_base);
+    move_legacy_context_file(&args.context_file).map_err(|e| StepError {
+        step: "move the context file into .bunq/".into(),
+        detail: e,
+        hint: format!("move {LEGACY_CONTEXT_FILE} to {DEFAULT_CONTEXT_FILE} by hand"),
+    })?;
     let store = ContextFile::open(&args.context_file).map_err(|e| StepError {
         step: "read the context file".into(),
         detail: e.to_string(),
@@ -149,7 +171,7 @@ pub async fn run(args: &SandboxArgs) -> Result<SetupOutcome, StepError> {
         .step(
             "top up from sugardaddy@bunq.com",
             "sandbox top-ups can fail while bunq's sandbox is busy: run again, or pass --no-money",
-            top_up(&manager, user_id, args.no_money),
+            top_up(&manager, args.no_money),
         )
         .await?;
 
@@ -235,7 +257,38 @@ fn client_config(api_base: &str) -> ClientConfig {
         .rate_limits(limits)
 }
 
-/// The API key: given, kept from an earlier run, or a new sandbox user's.
+/// A context file at the repository's root from before `.bunq/`: moved there, so that a
+/// second run reuses its sandbox user and the root holds no credentials.
+fn move_legacy_context_file(context_file: &Path) -> Result<(), String> {
+    let legacy = Path::new(LEGACY_CONTEXT_FILE);
+    if context_file != Path::new(DEFAULT_CONTEXT_FILE) || context_file.exists() || !legacy.exists()
+    {
+        return Ok(());
+    }
+    create_private_dir(context_file)?;
+    std::fs::rename(legacy, context_file).map_err(|e| e.to_string())?;
+    println!("moved {LEGACY_CONTEXT_FILE} to {DEFAULT_CONTEXT_FILE}");
+    Ok(())
+}
+
+/// Creates the parent directory of `file` (mode 0700) if it is missing.
+fn create_private_dir(file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display())),
+        _ => Ok(()),
+    }
+}
+
+/// The longest API key file read.
+const MAX_API_KEY_FILE_BYTES: u64 = 4096;
+
+/// The API key: given (flag, `BUNQ_API_KEY` or file), kept from an earlier run, or a new
+/// sandbox user's.
 async fn api_key(
     args: &SandboxArgs,
     api_base: &str,
@@ -243,8 +296,18 @@ async fn api_key(
 ) -> Result<(SecretString, String), String> {
     if let Some(key) = &args.api_key {
         return Ok((
-            SecretString::from(key.clone()),
-            "given with --api-key".into(),
+            SecretString::from(key.trim().to_owned()),
+            "given with --api-key or BUNQ_API_KEY".into(),
+        ));
+    }
+    if let Some(path) = &args.api_key_file {
+        let bytes = bunq_signing::read_private_file(path, MAX_API_KEY_FILE_BYTES)
+            .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+        let key = std::str::from_utf8(&bytes)
+            .map_err(|_| format!("--api-key-file {} is not text", path.display()))?;
+        return Ok((
+            SecretString::from(key.trim().to_owned()),
+            format!("read from {}", path.display()),
         ));
     }
     if let Some(context) = store.get(&owner()).filter(|c| c.api_base == api_base) {
@@ -297,50 +360,32 @@ async fn api_key(
 
 async fn top_up<S: ContextStore>(
     manager: &SessionManager<S>,
-    user_id: u64,
     skip: bool,
-) -> Result<((), String), bunq_session::Error> {
+) -> Result<((), String), Box<dyn std::error::Error + Send + Sync>> {
     if skip {
         return Ok(((), "skipped (--no-money)".into()));
     }
-    let accounts = manager.monetary_accounts(&owner()).await?;
-    let Some(account) = accounts.first() else {
-        return Ok(((), "no monetary account to top up".into()));
+    let api = UserApi::new(manager.clone(), owner());
+    let target = Amount::eur(TOP_UP_EUR)?;
+    let accounts = api.monetary_accounts().await?;
+    // Active accounts come first: a closed account cannot take money.
+    let Some(account) = accounts.first().filter(|a| a.is_active()) else {
+        return Ok(((), "no active monetary account to top up".into()));
     };
-    let balance: f64 = account
-        .balance
-        .as_ref()
-        .and_then(|b| b.value.parse().ok())
-        .unwrap_or(0.0);
-    if balance >= TOP_UP_EUR.parse::<f64>().unwrap_or(500.0) {
+    let balance = account.info().balance;
+    if let Some(balance) = balance.filter(|b| b.minor_units() >= target.minor_units()) {
         return Ok((
             (),
-            format!("account {} already holds EUR {balance:.2}", account.id),
+            format!("account {} already holds {balance}", account.id()),
         ));
     }
-    let body = serde_json::json!({
-        "amount_inquired": { "value": TOP_UP_EUR, "currency": "EUR" },
-        "counterparty_alias": { "type": "EMAIL", "value": SUGARDADDY, "name": "Sugar Daddy" },
-        "description": "sandbox-setup top-up",
-        "allow_bunqme": false,
-    });
-    manager
-        .request(
-            &owner(),
-            ApiRequest::post_json(
-                format!(
-                    "user/{user_id}/monetary-account/{}/request-inquiry",
-                    account.id
-                ),
-                &body,
-            ),
-        )
-        .await?
-        .into_result()?;
-    Ok((
-        (),
-        format!("asked EUR {TOP_UP_EUR} for account {}", account.id),
-    ))
+    let request = NewRequestInquiry::new(
+        target,
+        Pointer::email(SUGARDADDY)?.with_name("Sugar Daddy")?,
+        "sandbox-setup top-up",
+    )?;
+    api.create_request_inquiry(account.id(), &request).await?;
+    Ok(((), format!("asked {target} for account {}", account.id())))
 }
 
 fn random_base64(len: usize, url_safe: bool) -> String {
@@ -501,6 +546,7 @@ impl ContextStore for ContextFile {
         contexts.insert(credential.clone(), context.clone());
         let json =
             serde_json::to_vec_pretty(&*contexts).map_err(|e| ContextStoreError(Box::new(e)))?;
+        create_private_dir(&self.path).map_err(|e| ContextStoreError(e.into()))?;
         write_private_file(&self.path, &json).map_err(|e| ContextStoreError(Box::new(e)))
     }
 }

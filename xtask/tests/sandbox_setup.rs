@@ -7,8 +7,9 @@ use std::process::{Command, Output};
 
 use bunq_testkit::FakeBunq;
 
-async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
+/// `sandbox-setup` pointed at `fake`.
+fn against(fake: &FakeBunq) -> Vec<String> {
+    vec![
         "sandbox-setup".to_owned(),
         "--api-base-url".into(),
         fake.api_base(),
@@ -16,11 +17,17 @@ async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
         fake.oauth_authorize_url(),
         "--oauth-token-url".into(),
         fake.oauth_token_url(),
+    ]
+}
+
+async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = against(fake);
+    args.extend([
         "--out".into(),
         dir.join("gateway.toml").display().to_string(),
         "--context-file".into(),
         dir.join("bunq-sandbox.json").display().to_string(),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -161,4 +168,51 @@ async fn a_failure_names_the_step_and_what_to_do() {
     );
     assert!(stderr.contains("what to do"), "{stderr}");
     assert!(!dir.path().join("gateway.toml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_goes_to_a_private_bunq_dir_and_an_old_root_file_is_moved_there() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fake = FakeBunq::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |cwd: std::path::PathBuf, env_key: Option<String>| {
+        let args = against(&fake);
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+            command
+                .current_dir(cwd)
+                .args(&args)
+                .env_remove("BUNQ_API_KEY");
+            if let Some(key) = env_key {
+                command.env("BUNQ_API_KEY", key);
+            }
+            command.output().unwrap()
+        })
+    };
+    // An earlier version's file at the root: moved, and its sandbox user reused.
+    let first = sandbox_setup(&fake, dir.path(), &[]).await;
+    assert!(first.status.success());
+    let users = fake.calls("POST /sandbox-user-person");
+    let out = run(dir.path().to_owned(), None).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!dir.path().join("bunq-sandbox.json").exists());
+    let state = dir.path().join(".bunq/sandbox.json");
+    assert!(state.exists());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join(".bunq")), 0o700);
+    assert_eq!(mode(&state), 0o600);
+    assert_eq!(fake.calls("POST /sandbox-user-person"), users, "reused");
+
+    // An API key from the environment: no sandbox user is made.
+    let fresh = tempfile::tempdir().unwrap();
+    let key = fake.create_sandbox_user().api_key;
+    let out = run(fresh.path().to_owned(), Some(key)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("BUNQ_API_KEY"), "{stdout}");
+    assert_eq!(fake.calls("POST /sandbox-user-person"), users);
 }

@@ -51,6 +51,10 @@ pub(crate) struct AppState {
     pub(crate) proxy_timeout: Duration,
     /// The gateway's public base URL (callback URLs registered at bunq start with it).
     pub(crate) public_url: String,
+    /// Whether `/metrics` is served by the admin listener instead of the main one.
+    pub(crate) admin_listener: bool,
+    /// `http.log_user_ref`: the access line names the path's `user_ref`.
+    pub(crate) log_user_ref: bool,
     /// `[callbacks]`.
     pub(crate) callback_settings: crate::config::CallbackSettings,
     /// The outbox deliverer's handle.
@@ -161,8 +165,11 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
     let sessions = Arc::new(SessionManager::new(client, store.clone(), session_config));
     let flow = OAuthFlow::new(oauth_config(config), store.clone())
         .map_err(|e| GatewayError::Setup(e.to_string()))?;
-    let counted = Arc::clone(&sessions);
-    let metrics = Metrics::new(move || counted.session_creations());
+    let (counted, queued) = (Arc::clone(&sessions), Arc::clone(&sessions));
+    let metrics = Metrics::new(crate::metrics::SessionProbe {
+        creations: Box::new(move || counted.session_creations()),
+        queue_len: Box::new(move || queued.client().session_queue_len()),
+    });
     Ok(Arc::new(AppState {
         store,
         sessions,
@@ -181,6 +188,8 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         public_url: config.public_url.to_string(),
         callback_settings: config.callbacks.clone(),
         relay: crate::relay::Relay::new(&config.callbacks),
+        admin_listener: config.admin_listen.is_some(),
+        log_user_ref: config.http.log_user_ref,
     }))
 }
 
@@ -204,16 +213,33 @@ pub(crate) fn router(state: Shared) -> Router {
             state.clone(),
             require_bearer,
         ));
-    Router::new()
+    let public = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+        .route("/readyz", get(readyz));
+    // With an admin listener, the metrics (which name routes, outcomes and volumes) stay
+    // off the internet-facing one; the probes stay on both, where load balancers look.
+    let public = if state.admin_listener {
+        public
+    } else {
+        public.route("/metrics", get(render_metrics))
+    };
+    public
         .route("/oauth/callback", get(connect::callback))
         .route(CALLBACK_ROUTE, post(callbacks::receive))
         .merge(v1)
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+/// The admin listener's surface (`admin_listen`): metrics and probes only.
+pub(crate) fn admin_router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -239,17 +265,91 @@ fn route_label(path: Option<&MatchedPath>) -> &'static str {
     }
 }
 
-/// Times, counts and logs every routed request, and bounds it by the request timeout.
-async fn observe(State(state): State<Shared>, request: Request, next: Next) -> Response {
+/// The request id header: accepted from the caller (a load balancer's, say) when it is
+/// tame, generated otherwise, returned on the answer and on every log line of the request.
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A caller's request id is kept if it is 1 to 128 of `A-Z a-z 0-9 - _ . :` (what
+/// load balancers and tracing systems send); anything else could forge log lines.
+fn tame_request_id(value: &http::HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')))
+    .then_some(text)
+}
+
+/// Generated request ids: a random per-process prefix and a counter, unique across
+/// restarts and replicas without a random draw per request.
+struct RequestIds {
+    prefix: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut bytes = [0u8; 6];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
+        let prefix = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            prefix,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn generate(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n:x}", self.prefix)
+    }
+}
+
+static REQUEST_IDS: std::sync::LazyLock<RequestIds> = std::sync::LazyLock::new(RequestIds::new);
+
+/// The API key's name, put on the answer by [`require_bearer`] for the access log.
+#[derive(Clone)]
+struct KeyName(Arc<str>);
+
+/// Times, counts and logs every routed request (one access line at info), bounds it by
+/// the request timeout, and gives it a request id.
+async fn observe(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let started = Instant::now();
+    let request_id = match request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(tame_request_id)
+    {
+        Some(id) => id.to_owned(),
+        None => REQUEST_IDS.generate(),
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+        // Handlers see the id the log uses (the proxy does not forward it to bunq).
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     let limit = if route == PROXY_ROUTE {
         state.proxy_timeout
     } else {
         state.request_timeout
     };
-    let response = match tokio::time::timeout(limit, next.run(request)).await {
+    // The path's user_ref (as sent, percent-escapes and all) only when configured.
+    let user_ref = state
+        .log_user_ref
+        .then(|| request.uri().path().strip_prefix("/v1/users/"))
+        .flatten()
+        .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        user_ref = user_ref.as_deref().map(tracing::field::display),
+    );
+    let mut response = match tokio::time::timeout(limit, next.run(request))
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -261,13 +361,19 @@ async fn observe(State(state): State<Shared>, request: Request, next: Next) -> R
     let took = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe_http(route, &method, status, took);
+    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     // Only the route template is logged: paths carry user_refs and the callback's
-    // query carries the code and state.
+    // query carries the code and state. The key's name, never the key.
     let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let key = response.extensions().get::<KeyName>().map(|k| k.0.clone());
+    let key = key.as_deref().unwrap_or("-");
+    let _inside = span.enter();
     if status >= 500 {
-        tracing::warn!(%method, route, status, micros, "request failed");
+        tracing::warn!(%method, route, status, micros, key, "request failed");
     } else {
-        tracing::debug!(%method, route, status, micros, "request");
+        tracing::info!(%method, route, status, micros, key, "request");
     }
     response
 }
@@ -295,17 +401,12 @@ async fn require_bearer(State(state): State<Shared>, request: Request, next: Nex
         );
         return ApiError::forbidden_user_ref().into_response();
     }
-    let method = parts.method.clone();
     parts.extensions.insert(caller.clone());
-    let response = next.run(Request::from_parts(parts, body)).await;
-    // The key's name, never the key: who did what, for the operator.
-    tracing::info!(
-        key = caller.name(),
-        %method,
-        route,
-        status = response.status().as_u16(),
-        "api request"
-    );
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    // Who did what, for the operator: on the request's access line (`observe`).
+    response
+        .extensions_mut()
+        .insert(KeyName(caller.shared_name()));
     response
 }
 

@@ -33,6 +33,11 @@ impl Caller {
         &self.name
     }
 
+    /// The name, shared (no copy per request).
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
     /// Whether the key is limited to some `user_ref` prefixes.
     pub(crate) fn is_restricted(&self) -> bool {
         !self.prefixes.is_empty()

@@ -325,30 +325,47 @@ pub(crate) async fn unsubscribe(
         .map(|_| ())
 }
 
-/// After a connection: subscribes the configured categories, a few times if bunq is
-/// not answering (the user is connected either way; `PUT .../callbacks` can retry).
-pub(crate) fn subscribe_in_background(state: &Shared, user_ref: &str, credential: &CredentialId) {
-    let categories = state.callback_settings.categories.clone();
+/// After a connection: subscribes the configured categories before the connection is
+/// announced (so that a user reads `connected` with callbacks in place, and no event of
+/// the first minutes is missed), then, if bunq did not answer, a few more times in the
+/// background (the user is connected either way; `PUT .../callbacks` can retry).
+pub(crate) async fn subscribe_after_connect(
+    state: &Shared,
+    user_ref: &str,
+    credential: &CredentialId,
+) {
+    let categories = &state.callback_settings.categories;
     if categories.is_empty() {
         return;
     }
+    match subscribe(state, user_ref, credential, categories).await {
+        Ok(_) => {
+            tracing::info!(user_ref, "bunq callbacks subscribed");
+            return;
+        }
+        Err(e) => tracing::warn!(
+            user_ref,
+            attempt = 0,
+            error = e.message(),
+            "subscribing bunq callbacks failed"
+        ),
+    }
     let (state, user_ref, credential) = (state.clone(), user_ref.to_owned(), credential.clone());
     tokio::spawn(async move {
-        for attempt in 0..3u32 {
-            match subscribe(&state, &user_ref, &credential, &categories).await {
+        for attempt in 1..3u32 {
+            tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
+            let categories = &state.callback_settings.categories;
+            match subscribe(&state, &user_ref, &credential, categories).await {
                 Ok(_) => {
                     tracing::info!(user_ref, "bunq callbacks subscribed");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(
-                        user_ref,
-                        attempt,
-                        error = e.message(),
-                        "subscribing bunq callbacks failed"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
-                }
+                Err(e) => tracing::warn!(
+                    user_ref,
+                    attempt,
+                    error = e.message(),
+                    "subscribing bunq callbacks failed"
+                ),
             }
         }
     });

@@ -263,7 +263,7 @@ async fn finish(
                 "bunq_user_id": user.bunq_user_id,
             });
             crate::relay::record_own(state, &consent.user_ref, "user.connected", data).await;
-            crate::callbacks::subscribe_in_background(state, &consent.user_ref, credential);
+            crate::callbacks::subscribe_after_connect(state, &consent.user_ref, credential).await;
             ConnectOutcome::Connected
         }
         ConsentCompletion::IdentityMismatch { expected, got } => {

@@ -74,6 +74,8 @@ pub async fn serve(
 pub struct Gateway {
     config: Config,
     state: app::Shared,
+    /// `admin_listen`, bound at build so that a taken port fails the start.
+    admin: Option<tokio::net::TcpListener>,
 }
 
 impl Gateway {
@@ -96,7 +98,27 @@ impl Gateway {
         if resumed > 0 {
             tracing::info!(resumed, "resuming consents that were being connected");
         }
-        Ok(Self { config, state })
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| GatewayError::Bind { addr, source })?;
+                let bound = listener.local_addr().map_err(GatewayError::Serve)?;
+                tracing::info!(%bound, "admin listener (/metrics, /healthz, /readyz)");
+                Some(listener)
+            }
+            None => None,
+        };
+        Ok(Self {
+            config,
+            state,
+            admin,
+        })
+    }
+
+    /// Where the admin listener (`admin_listen`) is bound, if one is configured.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting, lets
@@ -107,14 +129,18 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
-        let Self { config, state } = self;
+        let Self {
+            config,
+            state,
+            admin,
+        } = self;
         let serving = serve_connections(
             listener,
             app::router(state.clone()),
             announced(shutdown),
             listener::Limits::new(&config.http),
         );
-        sweeping(&state, serving).await?;
+        sweeping(&state, admin, serving).await?;
         close(&state).await
     }
 
@@ -140,7 +166,11 @@ impl Gateway {
         workers: std::num::NonZeroUsize,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
-        let Self { config, state } = self;
+        let Self {
+            config,
+            state,
+            admin,
+        } = self;
         // One connection budget for every worker.
         let limits = listener::Limits::new(&config.http);
         let router = app::router(state.clone());
@@ -175,6 +205,7 @@ impl Gateway {
             }
             let first = runtime.block_on(sweeping(
                 &state,
+                admin,
                 crew.clone()
                     .work(listener, router, announced(shutdown), limits),
             ));
@@ -304,13 +335,29 @@ const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 
 /// `serving`, with expired OAuth states and settled events past their retention swept
 /// every [`STATE_SWEEP_INTERVAL`] while it runs.
-async fn sweeping<T>(state: &app::Shared, serving: impl Future<Output = T>) -> T {
+async fn sweeping<T>(
+    state: &app::Shared,
+    admin: Option<tokio::net::TcpListener>,
+    serving: impl Future<Output = T>,
+) -> T {
     let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
     // Aborting the relay mid-delivery loses nothing: the event is still pending.
     let relay = tokio::spawn(relay::run(state.clone()));
+    // Probes and scrapes are short and carry no state: stopped with the rest.
+    let admin = admin.map(|listener| {
+        let router = app::admin_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the admin listener stopped");
+            }
+        })
+    });
     let served = serving.await;
     sweeper.abort();
     relay.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     served
 }
 
@@ -381,8 +428,12 @@ pub fn check_config(config: &Config) -> Result<(), GatewayError> {
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: escape codes in a log file or a collector's
+    // pipeline break every search for `key=value`.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second call (tests, embedding) keeps the first subscriber.
     let _ = match format {

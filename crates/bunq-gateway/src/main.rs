@@ -48,6 +48,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => match bunq_gateway::check_config(&config) {
             Ok(()) => {
+                if !config.ignored_environment.is_empty() {
+                    println!(
+                        "ignored (no such config key): {}",
+                        config.ignored_environment.join(", ")
+                    );
+                }
                 println!("config OK");
                 ExitCode::SUCCESS
             }
@@ -78,6 +84,13 @@ fn main() -> ExitCode {
                 return fail(&e);
             }
             bunq_gateway::init_tracing(config.log_format);
+            if !config.ignored_environment.is_empty() {
+                // Names only: their values may be anything, secrets included.
+                tracing::warn!(
+                    variables = config.ignored_environment.join(", "),
+                    "ignoring BUNQ_GATEWAY_* variables that name no config key"
+                );
+            }
             // The runtime that builds the gateway becomes its first worker; see
             // `Gateway::serve_on_workers` for why each worker has a runtime of its own.
             let runtime = match tokio::runtime::Builder::new_current_thread()

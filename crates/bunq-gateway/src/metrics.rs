@@ -12,7 +12,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +30,11 @@ struct HttpLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,25 +79,40 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
-/// Reads the session manager's session-creation count at scrape time.
-struct SessionCreations(Box<dyn Fn() -> u64 + Send + Sync>);
+/// What the session manager knows, read at scrape time.
+pub struct SessionProbe {
+    /// `POST /session-server` calls made by this process.
+    pub creations: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Callers waiting for a turn at the session-server pacer.
+    pub queue_len: Box<dyn Fn() -> usize + Send + Sync>,
+}
 
-impl fmt::Debug for SessionCreations {
+impl fmt::Debug for SessionProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionCreations")
+        f.write_str("SessionProbe")
     }
 }
 
-impl Collector for SessionCreations {
+impl Collector for SessionProbe {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let counter = ConstCounter::new((self.0)());
+        let counter = ConstCounter::new((self.creations)());
         let metric = encoder.encode_descriptor(
             "bunq_gateway_session_creations",
             "Sessions opened at bunq (POST /session-server) by this process.",
             None,
             counter.metric_type(),
         )?;
-        counter.encode(metric)
+        counter.encode(metric)?;
+        let queue = ConstGauge::new(i64::try_from((self.queue_len)()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "bunq_gateway_session_queue",
+            "Requests waiting for a turn at bunq's session-server limit (one per 30 s per \
+             IP): a queue that stays long means more users need sessions than bunq lets \
+             through.",
+            None,
+            queue.metric_type(),
+        )?;
+        queue.encode(metric)
     }
 }
 
@@ -115,9 +135,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `session_creations` is read at each scrape.
-    pub fn new(session_creations: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+    /// Registers every metric; `sessions` is read at each scrape.
+    pub fn new(sessions: SessionProbe) -> Self {
         let mut registry = Registry::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "bunq_gateway_build_info",
+            "The running gateway's version (always 1).",
+            build_info,
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "bunq_gateway_http_requests",
@@ -142,7 +173,7 @@ impl Metrics {
             "Time of a proxied bunq call (session renewal included), by endpoint.",
             bunq_latency.clone(),
         );
-        registry.register_collector(Box::new(SessionCreations(Box::new(session_creations))));
+        registry.register_collector(Box::new(sessions));
         let grants_revoked = Counter::default();
         registry.register(
             "bunq_gateway_grants_revoked",
@@ -352,9 +383,16 @@ mod tests {
         assert_eq!(endpoint_label(&http::Method::GET, "/"), "GET /");
     }
 
+    fn probe(creations: u64, queue_len: usize) -> SessionProbe {
+        SessionProbe {
+            creations: Box::new(move || creations),
+            queue_len: Box::new(move || queue_len),
+        }
+    }
+
     #[test]
     fn render_shows_every_family() {
-        let m = Metrics::new(|| 3);
+        let m = Metrics::new(probe(3, 2));
         m.observe_http(
             "/healthz",
             &http::Method::GET,
@@ -383,13 +421,19 @@ mod tests {
         ));
         assert!(text.contains(r#"status="signature_invalid""#));
         assert!(text.contains("bunq_gateway_session_creations_total 3"));
+        assert!(text.contains("bunq_gateway_session_queue 2"), "{text}");
+        assert!(text.contains(concat!(
+            "bunq_gateway_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        )));
         assert!(text.contains("bunq_gateway_http_request_duration_seconds_bucket"));
         assert!(text.contains("bunq_gateway_bunq_call_duration_seconds_count"));
     }
 
     #[test]
     fn endpoint_series_are_capped() {
-        let m = Metrics::new(|| 0);
+        let m = Metrics::new(probe(0, 0));
         for i in 0..(MAX_ENDPOINT_SERIES + 10) {
             m.observe_bunq(
                 &format!("GET /x{i}"),

@@ -15,8 +15,8 @@
 
 use bunq_oauth::{Callback, MemoryStateStore, OAuthEndpoints, OAuthFlow, StateContext};
 use bunq_session::{
-    BunqClient, ClientConfig, CredentialId, Environment, MemoryContextStore, RateLimitPolicy,
-    SessionManager, SessionManagerConfig,
+    ApiRequest, BunqClient, ClientConfig, CredentialId, Environment, MemoryContextStore,
+    RateLimitPolicy, SessionManager, SessionManagerConfig,
 };
 use secrecy::SecretString;
 
@@ -89,12 +89,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The token is the end user's credential for bunq-session.
     let alice = CredentialId::new(done.context.user_ref.as_str());
     manager.connect(&alice, done.token.access_token).await?;
-    for account in manager.monetary_accounts(&alice).await? {
-        println!(
-            "  alice's account {} {}",
-            account.id,
-            account.iban().unwrap_or("(no IBAN)")
-        );
+    // An OAuth session acts as a `UserApiKey`: its own user id in the path, the granting
+    // user's accounts behind it (`bunq-api` has typed calls for them).
+    let user_id = manager.session(&alice).await?.user_id;
+    let accounts = manager
+        .request(
+            &alice,
+            ApiRequest::get(format!("user/{user_id}/monetary-account")),
+        )
+        .await?
+        .into_result()?;
+    for (kind, account) in accounts.items()? {
+        println!("  alice's {kind} {}", account["id"]);
     }
     Ok(())
 }

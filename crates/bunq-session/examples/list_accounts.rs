@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let user_id = context.session.as_ref().map_or(user.user_id, |s| s.user_id);
     println!("connected: user {user_id}");
 
-    print_accounts(&manager, &alice).await?;
+    print_accounts(&manager, &alice, user_id).await?;
 
     // The sandbox's way to get money: a request to sugardaddy@bunq.com, paid at once.
     let account_id = user.monetary_account_ids[0];
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bunq_session::envelope::id(&answer.body)?
     );
 
-    print_accounts(&manager, &alice).await?;
+    print_accounts(&manager, &alice, user_id).await?;
     println!(
         "bunq calls: {} installation, {} device-server, {} session-server",
         fake.calls("POST /installation"),
@@ -70,19 +70,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Lists the user's accounts from bunq's envelope as it comes (`bunq-api` has them typed).
 async fn print_accounts(
     manager: &SessionManager<MemoryContextStore>,
     who: &CredentialId,
+    user_id: u64,
 ) -> Result<(), bunq_session::Error> {
-    for account in manager.monetary_accounts(who).await? {
-        let balance = account
-            .balance
-            .as_ref()
-            .map_or_else(String::new, |b| format!("{} {}", b.value, b.currency));
+    let answer = manager
+        .request(
+            who,
+            ApiRequest::get(format!("user/{user_id}/monetary-account")),
+        )
+        .await?
+        .into_result()?;
+    for (kind, account) in answer.items()? {
+        let iban = account["alias"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|alias| alias["type"] == "IBAN")
+            .and_then(|alias| alias["value"].as_str())
+            .unwrap_or("(no IBAN)");
+        let balance = &account["balance"];
         println!(
-            "  account {} {} {balance}",
-            account.id,
-            account.iban().unwrap_or("(no IBAN)")
+            "  {kind} {} {iban} {} {}",
+            account["id"],
+            balance["value"].as_str().unwrap_or("?"),
+            balance["currency"].as_str().unwrap_or("")
         );
     }
     Ok(())

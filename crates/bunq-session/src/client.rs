@@ -13,6 +13,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method};
 use rand::Rng as _;
 use secrecy::ExposeSecret as _;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, Page};
@@ -76,6 +77,10 @@ pub struct ApiRequest {
     /// [`request_timeout`](crate::ClientConfig::request_timeout) ends an exchange), so
     /// that a caller giving up does not turn a sent call into a lost answer.
     pub deadline: Option<Instant>,
+    /// Why [`post_json`](Self::post_json) or [`put_json`](Self::put_json) could not
+    /// serialize the body: kept so that the builders stay infallible and the call fails
+    /// with [`Error::InvalidRequest`] before anything is sent, as a bad path does.
+    body_error: Option<String>,
 }
 
 impl fmt::Debug for ApiRequest {
@@ -88,6 +93,7 @@ impl fmt::Debug for ApiRequest {
             .field("idempotent_retry", &self.idempotent_retry)
             .field("request_id", &self.request_id)
             .field("deadline", &self.deadline)
+            .field("body_error", &self.body_error)
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +109,7 @@ impl ApiRequest {
             extra_headers: HeaderMap::new(),
             request_id: None,
             deadline: None,
+            body_error: None,
         }
     }
 
@@ -111,14 +118,32 @@ impl ApiRequest {
         Self::new(Method::GET, path_and_query, Bytes::new())
     }
 
-    /// A POST of a JSON value.
-    pub fn post_json(path_and_query: impl Into<String>, body: &serde_json::Value) -> Self {
-        Self::new(Method::POST, path_and_query, body.to_string())
+    /// A POST of `body` as JSON: a typed body (any `Serialize`) or a
+    /// `serde_json::Value`. A body that cannot be serialized (a map with non-string
+    /// keys, a `Serialize` impl that fails) makes the call fail with
+    /// [`Error::InvalidRequest`] before anything is sent.
+    pub fn post_json<T: Serialize + ?Sized>(path_and_query: impl Into<String>, body: &T) -> Self {
+        Self::json(Method::POST, path_and_query, body)
     }
 
-    /// A PUT of a JSON value.
-    pub fn put_json(path_and_query: impl Into<String>, body: &serde_json::Value) -> Self {
-        Self::new(Method::PUT, path_and_query, body.to_string())
+    /// A PUT of `body` as JSON (see [`post_json`](Self::post_json)).
+    pub fn put_json<T: Serialize + ?Sized>(path_and_query: impl Into<String>, body: &T) -> Self {
+        Self::json(Method::PUT, path_and_query, body)
+    }
+
+    fn json<T: Serialize + ?Sized>(
+        method: Method,
+        path_and_query: impl Into<String>,
+        body: &T,
+    ) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => Self::new(method, path_and_query, bytes),
+            Err(e) => {
+                let mut req = Self::new(method, path_and_query, Bytes::new());
+                req.body_error = Some(format!("body is not serializable as JSON: {e}"));
+                req
+            }
+        }
     }
 
     /// A DELETE with an empty body.
@@ -379,6 +404,12 @@ impl BunqClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many callers wait for a turn at the session-server pacer now: a queue that
+    /// stays long means more users need sessions than bunq's limit lets through.
+    pub fn session_queue_len(&self) -> usize {
+        self.inner.pacer.waiting()
+    }
+
     /// Sends `req` with `session`, verifies the response's signature with the
     /// installation's server key and returns it whatever its status (bar 429, which is
     /// retried for idempotent requests and otherwise [`Error::RateLimited`]).
@@ -440,6 +471,12 @@ impl BunqClient {
             self.inner.api_base,
             req.path_and_query.trim_start_matches('/')
         );
+        if let Some(detail) = &req.body_error {
+            return Err(Error::InvalidRequest {
+                endpoint: req.endpoint(),
+                detail: detail.clone(),
+            });
+        }
         // The caller's id is checked once, before anything is sent.
         let callers_id = match &req.request_id {
             Some(id) => Some((id.as_str(), request_id_value(req, id)?)),

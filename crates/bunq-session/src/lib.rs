@@ -46,7 +46,6 @@
 //! # }
 //! ```
 
-mod accounts;
 mod client;
 mod config;
 mod context;
@@ -60,7 +59,6 @@ mod store;
 mod transport;
 mod verify_cache;
 
-pub use accounts::{Amount, MonetaryAccountBank, Pointer, User};
 pub use client::{
     AUTHENTICATION_HEADER, ApiRequest, BunqClient, REQUEST_ID_HEADER, RESPONSE_ID_HEADER,
     RawResponse, SIGNATURE_HEADER,

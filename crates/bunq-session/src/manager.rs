@@ -463,6 +463,25 @@ impl<S: ContextStore> SessionManager<S> {
         Ok(live.session.clone())
     }
 
+    /// [`session`](Self::session), waiting for a renewal's turn at the pacer no later
+    /// than `deadline` (then [`Error::SessionCapacity`]): for a caller that looks the
+    /// session up before a call with a deadline of its own.
+    pub async fn session_until(
+        &self,
+        credential: &CredentialId,
+        deadline: Instant,
+    ) -> Result<Session, Error> {
+        let slot = self.slot(credential);
+        let live = match slot.fresh() {
+            Some(live) => live,
+            None => {
+                self.renew_or_forget(credential, &slot, Some(deadline))
+                    .await?
+            }
+        };
+        Ok(live.session.clone())
+    }
+
     async fn live(&self, credential: &CredentialId) -> Result<Arc<Live>, Error> {
         let slot = self.slot(credential);
         match slot.fresh() {

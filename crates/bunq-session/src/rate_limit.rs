@@ -406,6 +406,11 @@ impl SessionPacer {
         }
     }
 
+    /// How many callers wait for their turn.
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.queue.len())
+    }
+
     /// Runs `call` (one session-server request) when the pacer allows, in arrival order,
     /// or fails with [`Error::SessionCapacity`] if its turn would come after `deadline`
     /// (at once when that is already clear).

@@ -733,6 +733,65 @@ async fn a_path_that_is_not_a_valid_uri_is_refused_before_sending() {
     never.assert_async().await;
 }
 
+#[tokio::test]
+async fn a_typed_body_is_sent_as_its_json_and_signed() {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        description: &'a str,
+        amount: u32,
+    }
+    let mut server = Server::new_async().await;
+    let answer = r#"{"Response":[{"Id":{"id":7}}]}"#;
+    let mock = with_standard_headers(server.mock("POST", "/v1/user/1/thing"))
+        .match_header("x-bunq-client-authentication", SESSION_TOKEN)
+        .match_request(signed_by_client_key)
+        .match_body(r#"{"description":"rent","amount":3}"#)
+        .with_header("x-bunq-server-signature", &signature_of(answer))
+        .with_body(answer)
+        .create_async()
+        .await;
+    let body = Body {
+        description: "rent",
+        amount: 3,
+    };
+    let resp = client(&server)
+        .request(
+            &installation(),
+            &session(),
+            ApiRequest::post_json("user/1/thing", &body),
+        )
+        .await
+        .unwrap();
+    mock.assert_async().await;
+    assert_eq!(bunq_session::envelope::id(&resp.body).unwrap(), 7);
+}
+
+#[tokio::test]
+async fn a_body_that_cannot_be_serialized_is_refused_before_sending() {
+    let mut server = Server::new_async().await;
+    let never = server
+        .mock("PUT", Matcher::Any)
+        .expect(0)
+        .create_async()
+        .await;
+    // JSON object keys must be strings.
+    let body = std::collections::HashMap::from([((1, 2), "x")]);
+    let err = client(&server)
+        .request(
+            &installation(),
+            &session(),
+            ApiRequest::put_json("user/1/thing", &body).idempotent(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRequest { detail, .. } if detail.contains("JSON")),
+        "{err:?}"
+    );
+    assert!(!err.may_have_reached_bunq());
+    never.assert_async().await;
+}
+
 /// The `X-Bunq-Client-Request-Id` of every request the mock sees, and the mock, which
 /// answers `statuses` in turn (the last one from then on), signed.
 async fn recording_ids(

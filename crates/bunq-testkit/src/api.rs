@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::server::{BODY_LIMIT, Peer, Shared};
 use crate::wire::{self, ApiError};
 use crate::world::{
-    Device, Installation, PermittedIps, SessionRec, Subject, random_token, timestamp,
+    AccountKind, Device, Installation, PermittedIps, SessionRec, Subject, random_token, timestamp,
 };
 
 /// The header carrying the installation or session token.
@@ -41,6 +41,11 @@ pub(crate) enum Op {
     ListPayments(u64, u64),
     GetPayment(u64, u64, u64),
     CreateRequestInquiry(u64, u64),
+    ListRequestInquiries(u64, u64),
+    GetRequestInquiry(u64, u64, u64),
+    CreateDraftPayment(u64, u64),
+    ListDraftPayments(u64, u64),
+    GetDraftPayment(u64, u64, u64),
     CreateOauthClient(u64),
     ListOauthClients(u64),
     GetOauthClient(u64, u64),
@@ -144,12 +149,58 @@ fn resolve(method: &str, segs: &[&str]) -> Resolved {
         }
         (["user", _, "monetary-account", _, "request-inquiry"], Some(u), Some(a), _) => pick(
             method,
-            &[(
-                "POST",
-                CreateRequestInquiry(u, a),
-                "POST /user/{id}/monetary-account/{aid}/request-inquiry",
-            )],
+            &[
+                (
+                    "POST",
+                    CreateRequestInquiry(u, a),
+                    "POST /user/{id}/monetary-account/{aid}/request-inquiry",
+                ),
+                (
+                    "GET",
+                    ListRequestInquiries(u, a),
+                    "GET /user/{id}/monetary-account/{aid}/request-inquiry",
+                ),
+            ],
         ),
+        (["user", _, "monetary-account", _, "request-inquiry", r], Some(u), Some(a), _)
+            if r.parse::<u64>().is_ok() =>
+        {
+            pick(
+                method,
+                &[(
+                    "GET",
+                    GetRequestInquiry(u, a, r.parse().unwrap_or_default()),
+                    "GET /user/{id}/monetary-account/{aid}/request-inquiry/{rid}",
+                )],
+            )
+        }
+        (["user", _, "monetary-account", _, "draft-payment"], Some(u), Some(a), _) => pick(
+            method,
+            &[
+                (
+                    "POST",
+                    CreateDraftPayment(u, a),
+                    "POST /user/{id}/monetary-account/{aid}/draft-payment",
+                ),
+                (
+                    "GET",
+                    ListDraftPayments(u, a),
+                    "GET /user/{id}/monetary-account/{aid}/draft-payment",
+                ),
+            ],
+        ),
+        (["user", _, "monetary-account", _, "draft-payment", d], Some(u), Some(a), _)
+            if d.parse::<u64>().is_ok() =>
+        {
+            pick(
+                method,
+                &[(
+                    "GET",
+                    GetDraftPayment(u, a, d.parse().unwrap_or_default()),
+                    "GET /user/{id}/monetary-account/{aid}/draft-payment/{did}",
+                )],
+            )
+        }
         (["user", _, "oauth-client"], Some(u), ..) => pick(
             method,
             &[
@@ -471,13 +522,21 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
             check_user(u)?;
             Ok(wire::ok(shared, vec![user_object(shared, caller)]))
         }
-        Op::ListAccountsBank(u) | Op::ListAccounts(u) => {
+        Op::ListAccountsBank(u) => {
             check_user(u)?;
-            crate::money::list_accounts(shared, caller, &call)
+            crate::money::list_accounts(shared, caller, Some(AccountKind::Bank), &call)
         }
-        Op::GetAccountBank(u, a) | Op::GetAccount(u, a) => {
+        Op::ListAccounts(u) => {
             check_user(u)?;
-            crate::money::get_account(shared, caller, a)
+            crate::money::list_accounts(shared, caller, None, &call)
+        }
+        Op::GetAccountBank(u, a) => {
+            check_user(u)?;
+            crate::money::get_account(shared, caller, Some(AccountKind::Bank), a)
+        }
+        Op::GetAccount(u, a) => {
+            check_user(u)?;
+            crate::money::get_account(shared, caller, None, a)
         }
         Op::CreatePayment(u, a) => {
             check_user(u)?;
@@ -494,6 +553,26 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
         Op::CreateRequestInquiry(u, a) => {
             check_user(u)?;
             crate::money::create_request_inquiry(shared, caller, a, &call)
+        }
+        Op::ListRequestInquiries(u, a) => {
+            check_user(u)?;
+            crate::money::list_request_inquiries(shared, caller, a, &call)
+        }
+        Op::GetRequestInquiry(u, a, r) => {
+            check_user(u)?;
+            crate::money::get_request_inquiry(shared, caller, a, r)
+        }
+        Op::CreateDraftPayment(u, a) => {
+            check_user(u)?;
+            crate::money::create_draft_payment(shared, caller, a, &call)
+        }
+        Op::ListDraftPayments(u, a) => {
+            check_user(u)?;
+            crate::money::list_draft_payments(shared, caller, a, &call)
+        }
+        Op::GetDraftPayment(u, a, d) => {
+            check_user(u)?;
+            crate::money::get_draft_payment(shared, caller, a, d)
         }
         Op::CreateOauthClient(u) => {
             check_user(u)?;

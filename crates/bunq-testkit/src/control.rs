@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::knobs::Knobs;
 use crate::server::Shared;
+use crate::world::AccountKind;
 
 fn bad(text: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": text}))).into_response()
@@ -144,6 +145,45 @@ pub(crate) async fn revoke_oauth_grants(
     };
     let revoked = Knobs(shared).revoke_oauth_grants(body.user_id);
     Json(json!({"revoked": revoked})).into_response()
+}
+
+/// `POST /_fake/monetary-account {"user_id", "type", "description"?, "status"?}` →
+/// `{"monetary_account_id"}`: a new account of the user.
+pub(crate) async fn monetary_account(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        user_id: u64,
+        #[serde(rename = "type")]
+        kind: String,
+        description: Option<String>,
+        status: Option<String>,
+    }
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return bad(format!(
+                "expected {{\"user_id\": n, \"type\": \"savings\"}}: {e}"
+            ));
+        }
+    };
+    let Some(kind) = AccountKind::from_name(&body.kind) else {
+        return bad(format!(
+            "unknown account type {:?} (bank, savings, joint, external)",
+            body.kind
+        ));
+    };
+    let description = body.description.as_deref().unwrap_or("bunq account");
+    let Some(id) = shared
+        .world()
+        .create_account(body.user_id, kind, description)
+    else {
+        return bad(format!("unknown user {}", body.user_id));
+    };
+    if let Some(status) = &body.status {
+        crate::set_account_status(&shared, id, status);
+    }
+    Json(json!({"monetary_account_id": id})).into_response()
 }
 
 /// `GET /_fake/payment-count` → `{"payment_count": n}`, payments executed since start.

@@ -5,10 +5,13 @@
 //! `POST /session-server` (installation token), `POST /sandbox-user-person` (no auth),
 //! then with a session token: `GET /user`, `GET /user/{id}`,
 //! `GET /user/{id}/monetary-account-bank[/{aid}]`, `GET /user/{id}/monetary-account[/{aid}]`,
-//! `POST|GET /user/{id}/monetary-account/{aid}/payment`, `GET .../payment/{pid}` (made,
-//! received or topped up),
-//! `POST /user/{id}/monetary-account/{aid}/request-inquiry` (to `sugardaddy@bunq.com`:
-//! the account is credited at once, at most 500.00 per request),
+//! `POST|GET /user/{id}/monetary-account/{aid}/payment` (the list holds payments made
+//! and received, top-ups included), `GET .../payment/{pid}`,
+//! `POST|GET /user/{id}/monetary-account/{aid}/request-inquiry` (to
+//! `sugardaddy@bunq.com`: accepted and the account credited at once, at most 500.00 per
+//! request; others stay `PENDING`), `GET .../request-inquiry/{rid}`,
+//! `POST|GET /user/{id}/monetary-account/{aid}/draft-payment` (stored `PENDING`; nobody
+//! accepts it), `GET .../draft-payment/{did}`,
 //! `POST|GET /user/{id}/oauth-client`, `GET|PUT /user/{id}/oauth-client/{cid}`,
 //! `POST|GET /user/{id}/oauth-client/{cid}/callback-url`,
 //! `POST|GET /user/{id}[/monetary-account/{aid}]/notification-filter-url`,
@@ -28,8 +31,16 @@
 //! [`FakeConfig::callback_retry_interval`] apart; [`FakeBunq::sent_callbacks`] lists what
 //! was sent. Outside it: `GET /auth` and `POST /v1/token`.
 //!
-//! Sandbox users start with two EUR accounts at `0.00`; top them up with a request
-//! inquiry to the sugar daddy. In `/user/{id}` paths an OAuth session uses its
+//! Lists are paginated as bunq's: newest first, `count` (default 10, at most 200),
+//! `older_id` / `newer_id`, and `Pagination` URLs.
+//!
+//! Sandbox users start with two EUR bank accounts at `0.00`; top them up with a request
+//! inquiry to the sugar daddy. [`FakeBunq::create_monetary_account`] adds savings, joint
+//! and external accounts: the generic `monetary-account` endpoints show every kind,
+//! each wrapped in its object name (`MonetaryAccountSavings`, ...), and
+//! `monetary-account-bank` only bank accounts. Payments and amounts are EUR only.
+//! Counterparties in payments, request-inquiries and draft-payments are shown as bunq
+//! shows them, as `LabelMonetaryAccount` objects (`iban`, `display_name`, `label_user`). In `/user/{id}` paths an OAuth session uses its
 //! `UserApiKey` id and acts on the granting user's accounts. Sessions live
 //! `session_timeout` from creation. `GET /auth` consents at once: the consenting user is
 //! the `user_id` query parameter if given (a test hook bunq lacks), else a fresh sandbox
@@ -67,6 +78,10 @@
 //! - `POST /_fake/revoke-oauth-grants` `{"user_id": n}` → `{"revoked": k}`, the grants
 //!   that were still live ([`FakeBunq::revoke_oauth_grants`])
 //! - `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`
+//! - `POST /_fake/monetary-account` `{"user_id": n, "type": "savings", "description":
+//!   "...", "status": "CANCELLED"}` (`type`: `bank`, `savings`, `joint`, `external` or
+//!   bunq's object name; `description` and `status` optional) →
+//!   `{"monetary_account_id"}` ([`FakeBunq::create_monetary_account`])
 //! - `GET /_fake/payment-count` → `{"payment_count": n}` ([`FakeBunq::payment_count`])
 //! - `GET /_fake/callbacks` → `{"callbacks": [...]}` ([`FakeBunq::sent_callbacks`])
 //!
@@ -78,6 +93,7 @@ mod knobs;
 mod money;
 mod notify;
 mod oauth;
+mod objects;
 mod server;
 mod wire;
 mod world;
@@ -92,6 +108,7 @@ use tokio::task::JoinHandle;
 
 pub use knobs::Knobs;
 pub use notify::SentCallback;
+pub use world::AccountKind;
 
 /// The `error_description` of bunq's HTTP 400 to a session-authenticated non-GET call
 /// whose `X-Bunq-Client-Request-Id` was already used on the same device (installation).
@@ -308,6 +325,26 @@ impl FakeBunq {
         self.knobs().revoke_oauth_grants(granted_by_user_id)
     }
 
+    /// Adds an active EUR account of `kind` at 0.00 to user `user_id` (a sandbox user
+    /// made by [`create_sandbox_user`](Self::create_sandbox_user)); returns its id, or
+    /// `None` for an unknown user.
+    pub fn create_monetary_account(
+        &self,
+        user_id: u64,
+        kind: AccountKind,
+        description: &str,
+    ) -> Option<u64> {
+        self.shared
+            .world()
+            .create_account(user_id, kind, description)
+    }
+
+    /// Sets the `status` bunq reports for account `account_id` (`ACTIVE`, `BLOCKED`,
+    /// `CANCELLED`, `PENDING_REOPEN`); false for an unknown account.
+    pub fn set_monetary_account_status(&self, account_id: u64, status: &str) -> bool {
+        set_account_status(&self.shared, account_id, status)
+    }
+
     /// How many payments were executed, over all accounts and users, since start (for
     /// "exactly one payment was made" after retries). Sandbox top-ups are not payments.
     pub fn payment_count(&self) -> usize {
@@ -360,4 +397,14 @@ pub(crate) fn balance_of(shared: &Shared, user_id: u64, account_id: u64) -> Opti
         .get(&account_id)
         .filter(|a| a.user_id == user_id)
         .map(|a| world::format_cents(a.balance_cents))
+}
+
+pub(crate) fn set_account_status(shared: &Shared, account_id: u64, status: &str) -> bool {
+    match shared.world().accounts.get_mut(&account_id) {
+        Some(account) => {
+            status.clone_into(&mut account.status);
+            true
+        }
+        None => false,
+    }
 }

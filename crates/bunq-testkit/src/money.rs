@@ -1,4 +1,5 @@
-//! Monetary accounts, payments and sandbox top-ups, and bunq's list pagination.
+//! Monetary accounts, payments, request-inquiries (sandbox top-ups among them),
+//! draft-payments, and bunq's list pagination.
 
 use std::time::SystemTime;
 
@@ -10,7 +11,9 @@ use serde_json::{Value, json};
 use crate::api::{Call, Caller, parse_body};
 use crate::server::Shared;
 use crate::wire::{self, ApiError};
-use crate::world::{Payment, World, format_cents, parse_amount, timestamp};
+use crate::world::{
+    AccountKind, DraftPayment, Payment, RequestInquiry, World, format_cents, parse_amount,
+};
 
 /// The address that gives sandbox users money.
 const SUGAR_DADDY: &str = "sugardaddy@bunq.com";
@@ -64,9 +67,12 @@ fn own_account(world: &World, caller: Caller, account_id: u64) -> Result<(), Api
     }
 }
 
+/// The caller's accounts: every kind (`monetary-account`), or one (`only`: e.g.
+/// `monetary-account-bank`).
 pub(crate) fn list_accounts(
     shared: &Shared,
     caller: Caller,
+    only: Option<AccountKind>,
     call: &Call<'_>,
 ) -> Result<Response, ApiError> {
     let items = {
@@ -78,15 +84,19 @@ pub(crate) fn list_accounts(
             .unwrap_or_default();
         ids.iter()
             .filter_map(|id| world.accounts.get(id))
+            .filter(|a| only.is_none_or(|kind| a.kind == kind))
             .map(|a| (a.id, world.account_json(a)))
             .collect()
     };
     paginated(shared, items, call)
 }
 
+/// One of the caller's accounts, of kind `only` if given (bunq's typed endpoints do not
+/// show other kinds).
 pub(crate) fn get_account(
     shared: &Shared,
     caller: Caller,
+    only: Option<AccountKind>,
     account_id: u64,
 ) -> Result<Response, ApiError> {
     let item = {
@@ -95,8 +105,9 @@ pub(crate) fn get_account(
         world
             .accounts
             .get(&account_id)
+            .filter(|a| only.is_none_or(|kind| a.kind == kind))
             .map(|a| world.account_json(a))
-            .unwrap_or(Value::Null)
+            .ok_or_else(|| ApiError::not_found("MonetaryAccount not found."))?
     };
     Ok(wire::ok(shared, vec![item]))
 }
@@ -146,11 +157,7 @@ pub(crate) fn create_payment(
         id,
         account_id,
         amount_cents: cents,
-        counterparty: json!({
-            "type": body.counterparty_alias.kind,
-            "value": body.counterparty_alias.value,
-            "name": body.counterparty_alias.name,
-        }),
+        counterparty: pointer_json(&body.counterparty_alias),
         description: body.description.unwrap_or_default(),
         created: SystemTime::now(),
     };
@@ -189,9 +196,11 @@ pub(crate) fn list_payments(
     let items = {
         let world = shared.world();
         own_account(&world, caller, account_id)?;
+        // Made and received alike, as bunq lists an account's payments.
         world
             .payments
             .iter()
+            .chain(&world.received)
             .filter(|p| p.account_id == account_id)
             .map(|p| (p.id, world.payment_json(p)))
             .collect()
@@ -231,7 +240,6 @@ pub(crate) fn create_request_inquiry(
     struct Body {
         amount_inquired: Amount,
         counterparty_alias: Alias,
-        #[allow(dead_code)]
         description: Option<String>,
     }
     let body: Body = parse_body(call.body)?;
@@ -250,29 +258,29 @@ pub(crate) fn create_request_inquiry(
     let mut world = shared.world();
     own_account(&world, caller, account_id)?;
     let id = world.next_id();
+    let now = SystemTime::now();
     // In the sandbox the sugar daddy accepts at once; other inquiries stay pending.
+    let inquiry = RequestInquiry {
+        id,
+        account_id,
+        amount_cents: cents,
+        counterparty: pointer_json(&body.counterparty_alias),
+        description: body.description.unwrap_or_default(),
+        status: if sugar_daddy { "ACCEPTED" } else { "PENDING" },
+        created: now,
+    };
     let mut events = Vec::new();
     if sugar_daddy {
         if let Some(a) = world.accounts.get_mut(&account_id) {
             a.balance_cents += cents;
         }
-        let now = SystemTime::now();
-        let inquiry = json!({"RequestInquiry": {
-            "id": id,
-            "created": timestamp(now),
-            "updated": timestamp(now),
-            "monetary_account_id": account_id,
-            "amount_inquired": {"value": format_cents(cents), "currency": "EUR"},
-            "counterparty_alias": {"type": "EMAIL", "value": SUGAR_DADDY},
-            "status": "ACCEPTED",
-        }});
         events.push(crate::notify::Event {
             owner: caller.owner,
             account: Some(account_id),
             only: None,
             category: "REQUEST",
             event_type: "REQUEST_INQUIRY_ACCEPTED",
-            object: inquiry,
+            object: world.request_inquiry_json(&inquiry),
         });
         // The money arrives as a payment from the sugar daddy (not counted as one of
         // the payments made through the API).
@@ -280,7 +288,7 @@ pub(crate) fn create_request_inquiry(
             id: world.next_id(),
             account_id,
             amount_cents: -cents,
-            counterparty: json!({"type": "EMAIL", "value": SUGAR_DADDY}),
+            counterparty: json!({"type": "EMAIL", "value": SUGAR_DADDY, "name": "Sugar Daddy"}),
             description: "sandbox top-up".to_owned(),
             created: now,
         };
@@ -294,9 +302,147 @@ pub(crate) fn create_request_inquiry(
         });
         world.received.push(incoming);
     }
+    world.request_inquiries.push(inquiry);
     drop(world);
     crate::notify::emit(shared, &events);
     Ok(wire::created_id(shared, id))
+}
+
+pub(crate) fn list_request_inquiries(
+    shared: &Shared,
+    caller: Caller,
+    account_id: u64,
+    call: &Call<'_>,
+) -> Result<Response, ApiError> {
+    let items = {
+        let world = shared.world();
+        own_account(&world, caller, account_id)?;
+        world
+            .request_inquiries
+            .iter()
+            .filter(|r| r.account_id == account_id)
+            .map(|r| (r.id, world.request_inquiry_json(r)))
+            .collect()
+    };
+    paginated(shared, items, call)
+}
+
+pub(crate) fn get_request_inquiry(
+    shared: &Shared,
+    caller: Caller,
+    account_id: u64,
+    inquiry_id: u64,
+) -> Result<Response, ApiError> {
+    let item = {
+        let world = shared.world();
+        own_account(&world, caller, account_id)?;
+        world
+            .request_inquiries
+            .iter()
+            .find(|r| r.id == inquiry_id && r.account_id == account_id)
+            .map(|r| world.request_inquiry_json(r))
+            .ok_or_else(|| ApiError::not_found("RequestInquiry not found."))?
+    };
+    Ok(wire::ok(shared, vec![item]))
+}
+
+/// `POST .../draft-payment`: stored `PENDING` for the holder to accept in the app; no
+/// money moves, so the balance is not checked (bunq checks it at acceptance).
+pub(crate) fn create_draft_payment(
+    shared: &Shared,
+    caller: Caller,
+    account_id: u64,
+    call: &Call<'_>,
+) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    struct Entry {
+        amount: Amount,
+        counterparty_alias: Alias,
+        description: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        entries: Vec<Entry>,
+        number_of_required_accepts: u32,
+    }
+    let body: Body = parse_body(call.body)?;
+    // bunq: "Currently only 1 is valid."
+    if body.number_of_required_accepts != 1 {
+        return Err(ApiError::bad_request(
+            "The number_of_required_accepts must be 1.",
+        ));
+    }
+    if body.entries.is_empty() {
+        return Err(ApiError::bad_request(
+            "A draft payment needs at least one entry.",
+        ));
+    }
+    let entries = body
+        .entries
+        .iter()
+        .map(|e| {
+            check_alias(&e.counterparty_alias)?;
+            Ok((
+                cents_of(&e.amount)?,
+                pointer_json(&e.counterparty_alias),
+                e.description.clone().unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut world = shared.world();
+    own_account(&world, caller, account_id)?;
+    let id = world.next_id();
+    world.draft_payments.push(DraftPayment {
+        id,
+        account_id,
+        entries,
+        status: "PENDING",
+        created: SystemTime::now(),
+    });
+    drop(world);
+    Ok(wire::created_id(shared, id))
+}
+
+pub(crate) fn list_draft_payments(
+    shared: &Shared,
+    caller: Caller,
+    account_id: u64,
+    call: &Call<'_>,
+) -> Result<Response, ApiError> {
+    let items = {
+        let world = shared.world();
+        own_account(&world, caller, account_id)?;
+        world
+            .draft_payments
+            .iter()
+            .filter(|d| d.account_id == account_id)
+            .map(|d| (d.id, world.draft_payment_json(d)))
+            .collect()
+    };
+    paginated(shared, items, call)
+}
+
+pub(crate) fn get_draft_payment(
+    shared: &Shared,
+    caller: Caller,
+    account_id: u64,
+    draft_id: u64,
+) -> Result<Response, ApiError> {
+    let item = {
+        let world = shared.world();
+        own_account(&world, caller, account_id)?;
+        world
+            .draft_payments
+            .iter()
+            .find(|d| d.id == draft_id && d.account_id == account_id)
+            .map(|d| world.draft_payment_json(d))
+            .ok_or_else(|| ApiError::not_found("DraftPayment not found."))?
+    };
+    Ok(wire::ok(shared, vec![item]))
+}
+
+fn pointer_json(alias: &Alias) -> Value {
+    json!({"type": alias.kind, "value": alias.value, "name": alias.name})
 }
 
 /// The `PAYMENT` and `MUTATION` callbacks of a payment booked on `account` of `owner`

@@ -172,6 +172,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(crate::control::revoke_oauth_grants),
         )
         .route("/_fake/payment-count", get(crate::control::payment_count))
+        .route(
+            "/_fake/monetary-account",
+            post(crate::control::monetary_account),
+        )
         .route("/_fake/callbacks", get(crate::control::callbacks))
         .fallback(crate::api::handle)
         .with_state(shared)

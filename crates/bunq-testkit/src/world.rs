@@ -3,11 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bunq_signing::PublicKey;
 use rand::Rng as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// What a user is; decides the object name in responses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,13 +26,55 @@ pub(crate) struct User {
     pub oauth_client: Option<u64>,
 }
 
+/// Which kind of monetary account: the object name bunq wraps it in, in the generic
+/// `GET /user/{id}/monetary-account` list and elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccountKind {
+    /// `MonetaryAccountBank`, the current account (also under `monetary-account-bank`).
+    Bank,
+    /// `MonetaryAccountSavings`, with a savings goal.
+    Savings,
+    /// `MonetaryAccountJoint`, shared with a co-owner.
+    Joint,
+    /// `MonetaryAccountExternal`, another bank's account connected to bunq.
+    External,
+}
+
+impl AccountKind {
+    /// bunq's object name for this kind.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::Bank => "MonetaryAccountBank",
+            Self::Savings => "MonetaryAccountSavings",
+            Self::Joint => "MonetaryAccountJoint",
+            Self::External => "MonetaryAccountExternal",
+        }
+    }
+
+    /// The kind named `name`: bunq's object name or its short form (`savings`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Bank, Self::Savings, Self::Joint, Self::External]
+            .into_iter()
+            .find(|k| {
+                name == k.type_name()
+                    || k.type_name()
+                        .strip_prefix("MonetaryAccount")
+                        .is_some_and(|short| name.eq_ignore_ascii_case(short))
+            })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Account {
     pub id: u64,
     pub user_id: u64,
+    pub kind: AccountKind,
     pub description: String,
     pub balance_cents: i64,
     pub iban: String,
+    /// `ACTIVE`, `BLOCKED`, `CANCELLED`, `PENDING_REOPEN`.
+    pub status: String,
     pub created: SystemTime,
 }
 
@@ -153,8 +195,35 @@ pub(crate) struct Payment {
     pub id: u64,
     pub account_id: u64,
     pub amount_cents: i64,
+    /// The counterparty as the request named it: a Pointer (`type`, `value`, `name`).
     pub counterparty: Value,
     pub description: String,
+    pub created: SystemTime,
+}
+
+/// A request for money (`RequestInquiry`) made from an account.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestInquiry {
+    pub id: u64,
+    pub account_id: u64,
+    pub amount_cents: i64,
+    /// The Pointer the request was sent to.
+    pub counterparty: Value,
+    pub description: String,
+    /// `PENDING`, or `ACCEPTED` at once for the sandbox's sugar daddy.
+    pub status: &'static str,
+    pub created: SystemTime,
+}
+
+/// A payment proposed for the account holder to accept in the bunq app (`DraftPayment`).
+#[derive(Clone, Debug)]
+pub(crate) struct DraftPayment {
+    pub id: u64,
+    pub account_id: u64,
+    /// `(amount in cents, counterparty Pointer, description)` per entry.
+    pub entries: Vec<(i64, Value, String)>,
+    /// `PENDING` until the holder answers (which the fake never does).
+    pub status: &'static str,
     pub created: SystemTime,
 }
 
@@ -176,6 +245,8 @@ pub(crate) struct World {
     pub oauth_clients: HashMap<u64, OauthClient>,
     pub codes: HashMap<String, Code>,
     pub payments: Vec<Payment>,
+    pub request_inquiries: Vec<RequestInquiry>,
+    pub draft_payments: Vec<DraftPayment>,
     /// The receiving side of payments between fake accounts and sandbox top-ups: kept so
     /// that `GET .../payment/{id}` finds them, not counted as payments made.
     pub received: Vec<Payment>,
@@ -243,40 +314,58 @@ impl World {
         revoked
     }
 
-    /// A sandbox `UserPerson` with an API key and two EUR accounts at 0.00.
+    /// A sandbox `UserPerson` with an API key and two EUR bank accounts at 0.00.
     pub fn create_sandbox_user(&mut self) -> (u64, String, Vec<u64>) {
         let id = self.next_id();
-        let now = SystemTime::now();
-        let mut accounts = Vec::new();
-        for description in ["Main account", "Savings"] {
-            let aid = self.next_id();
-            self.accounts.insert(
-                aid,
-                Account {
-                    id: aid,
-                    user_id: id,
-                    description: description.to_owned(),
-                    balance_cents: 0,
-                    iban: iban_for(aid),
-                    created: now,
-                },
-            );
-            accounts.push(aid);
-        }
         self.users.insert(
             id,
             User {
                 id,
                 kind: UserKind::Person,
                 display_name: format!("Sandbox User {id}"),
-                created: now,
-                accounts: accounts.clone(),
+                created: SystemTime::now(),
+                accounts: Vec::new(),
                 oauth_client: None,
             },
         );
+        let accounts = ["Main account", "Savings"]
+            .into_iter()
+            .filter_map(|description| self.create_account(id, AccountKind::Bank, description))
+            .collect();
         let api_key = format!("sandbox_{}", random_token());
         self.api_keys.insert(api_key.clone(), id);
         (id, api_key, accounts)
+    }
+
+    /// A new active EUR account of `kind` at 0.00 for `user_id`; `None` for an unknown
+    /// user.
+    pub fn create_account(
+        &mut self,
+        user_id: u64,
+        kind: AccountKind,
+        description: &str,
+    ) -> Option<u64> {
+        if !self.users.contains_key(&user_id) {
+            return None;
+        }
+        let aid = self.next_id();
+        self.accounts.insert(
+            aid,
+            Account {
+                id: aid,
+                user_id,
+                kind,
+                description: description.to_owned(),
+                balance_cents: 0,
+                iban: iban_for(aid),
+                status: "ACTIVE".to_owned(),
+                created: SystemTime::now(),
+            },
+        );
+        if let Some(user) = self.users.get_mut(&user_id) {
+            user.accounts.push(aid);
+        }
+        Some(aid)
     }
 
     /// Records that `granted_by` approved `requested_by`'s OAuth client; returns the
@@ -326,124 +415,6 @@ impl World {
             Subject::ApiKey(gid) => self.grants.get(&gid).map(|g| g.granted_by),
         }
     }
-
-    pub fn user_json(&self, user_id: u64, timeout: Duration) -> Value {
-        let Some(user) = self.users.get(&user_id) else {
-            return Value::Null;
-        };
-        let secs = timeout.as_secs();
-        match user.kind {
-            UserKind::Person => json!({"UserPerson": {
-                "id": user.id,
-                "created": timestamp(user.created),
-                "updated": timestamp(user.created),
-                "alias": [{"type": "EMAIL", "value": format!("user{}@example.com", user.id), "name": user.display_name}],
-                "display_name": user.display_name,
-                "public_nick_name": user.display_name,
-                "first_name": "Sandbox",
-                "last_name": format!("User {}", user.id),
-                "legal_name": user.display_name,
-                "status": "ACTIVE",
-                "sub_status": "NONE",
-                "language": "en_US",
-                "region": "nl_NL",
-                "session_timeout": secs,
-            }}),
-            UserKind::PaymentServiceProvider => psp_json(user, secs),
-        }
-    }
-
-    /// `{"UserApiKey":{...}}` for a grant; both sides carry `session_timeout`.
-    pub fn user_api_key_json(&self, grant_id: u64, timeout: Duration) -> Value {
-        let Some(grant) = self.grants.get(&grant_id) else {
-            return Value::Null;
-        };
-        let requested_by = match self.users.get(&grant.requested_by) {
-            // bunq reports the OAuth client's owner as a payment service provider.
-            Some(u) => psp_json(u, timeout.as_secs()),
-            None => Value::Null,
-        };
-        json!({"UserApiKey": {
-            "id": grant.id,
-            "created": timestamp(grant.created),
-            "updated": timestamp(grant.created),
-            "requested_by_user": requested_by,
-            "granted_by_user": self.user_json(grant.granted_by, timeout),
-        }})
-    }
-
-    pub fn account_json(&self, account: &Account) -> Value {
-        let name = self
-            .users
-            .get(&account.user_id)
-            .map(|u| u.display_name.clone())
-            .unwrap_or_default();
-        json!({"MonetaryAccountBank": {
-            "id": account.id,
-            "created": timestamp(account.created),
-            "updated": timestamp(account.created),
-            "currency": "EUR",
-            "description": account.description,
-            "daily_limit": {"value": "1000.00", "currency": "EUR"},
-            "balance": {"value": format_cents(account.balance_cents), "currency": "EUR"},
-            "alias": [{"type": "IBAN", "value": account.iban, "name": name}],
-            "public_uuid": uuid::Uuid::from_u64_pair(0x6275_6e71_6661_6b65, account.id).to_string(),
-            "status": "ACTIVE",
-            "sub_status": "NONE",
-            "reason": "NONE",
-            "reason_description": "",
-            "user_id": account.user_id,
-            "display_name": name,
-        }})
-    }
-
-    pub fn oauth_client_json(client: &OauthClient) -> Value {
-        let callbacks: Vec<Value> = client
-            .callback_urls
-            .iter()
-            .map(|c| {
-                json!({"id": c.id, "created": timestamp(c.created), "updated": timestamp(c.created), "url": c.url})
-            })
-            .collect();
-        json!({"OauthClient": {
-            "id": client.id,
-            "created": timestamp(client.created),
-            "updated": timestamp(client.created),
-            "status": client.status,
-            "display_name": client.display_name,
-            "client_id": client.client_id,
-            "secret": client.secret,
-            "callback_url": callbacks,
-        }})
-    }
-
-    pub fn payment_json(&self, payment: &Payment) -> Value {
-        let account = self.accounts.get(&payment.account_id);
-        json!({"Payment": {
-            "id": payment.id,
-            "created": timestamp(payment.created),
-            "updated": timestamp(payment.created),
-            "monetary_account_id": payment.account_id,
-            "amount": {"value": format_cents(-payment.amount_cents), "currency": "EUR"},
-            "alias": {"iban": account.map(|a| a.iban.clone())},
-            "counterparty_alias": payment.counterparty,
-            "description": payment.description,
-            "type": "BUNQ",
-            "sub_type": "PAYMENT",
-        }})
-    }
-}
-
-fn psp_json(user: &User, secs: u64) -> Value {
-    json!({"UserPaymentServiceProvider": {
-        "id": user.id,
-        "created": timestamp(user.created),
-        "updated": timestamp(user.created),
-        "display_name": user.display_name,
-        "public_nick_name": user.display_name,
-        "status": "ACTIVE",
-        "session_timeout": secs,
-    }})
 }
 
 /// A Dutch bunq IBAN (`NLkkBUNQ` + 10 digits) with valid ISO 13616 check digits, so
@@ -523,6 +494,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

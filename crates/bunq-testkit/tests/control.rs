@@ -158,3 +158,54 @@ async fn control_endpoint_sets_knobs_and_reports_calls() {
     assert_eq!(calls["calls"]["GET /user"], 2);
     assert_eq!(calls["total"].as_u64(), Some(fake.total_calls()));
 }
+
+#[tokio::test]
+async fn control_endpoint_adds_accounts_of_every_kind() {
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let http = reqwest::Client::new();
+    let url = format!("{}/monetary-account", fake.control_url());
+    let created: Value = http
+        .post(&url)
+        .json(&json!({"user_id": user.user_id, "type": "MonetaryAccountSavings", "description": "Rainy day", "status": "BLOCKED"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let savings = created["monetary_account_id"].as_u64().unwrap();
+    let joint: Value = http
+        .post(&url)
+        .json(&json!({"user_id": user.user_id, "type": "joint"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(joint["monetary_account_id"].as_u64().is_some());
+    for bad in [
+        json!({"user_id": user.user_id, "type": "piggy-bank"}),
+        json!({"user_id": 1, "type": "savings"}),
+        json!({"user_id": user.user_id}),
+    ] {
+        let r = http.post(&url).json(&bad).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+    }
+
+    let (client, _) = Client::login(fake.api_base(), &user.api_key).await;
+    let account = client
+        .get(&format!(
+            "/user/{}/monetary-account/{savings}",
+            user.user_id
+        ))
+        .await;
+    let object = account.item("MonetaryAccountSavings");
+    assert_eq!(object["description"], "Rainy day");
+    assert_eq!(object["status"], "BLOCKED");
+    let all = client
+        .get(&format!("/user/{}/monetary-account", user.user_id))
+        .await;
+    assert_eq!(all.body["Response"].as_array().unwrap().len(), 4);
+}

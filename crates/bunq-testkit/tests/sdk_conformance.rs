@@ -5,7 +5,8 @@
 //!
 //! Uses `$BUNQ_SDK_PYTHON` (set by `.ci/run`), else `target/bunq-sdk-venv/bin/python`,
 //! else `python3`, whichever can `import bunq`. Where none can, it prints why and
-//! returns: the rest of the suite must not need Python.
+//! returns (the rest of the suite must not need Python), except under `CI=true`, where
+//! `.ci/run` installs the SDK and its absence is a failure.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,10 @@ async fn python_with_sdk() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn official_python_sdk_talks_to_the_fake() {
     let Some(python) = python_with_sdk().await else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true and no Python with bunq-sdk: .ci/run installs it into target/bunq-sdk-venv"
+        );
         println!(
             "SKIPPED: no Python with the bunq-sdk package (set BUNQ_SDK_PYTHON, or run .ci/run to create target/bunq-sdk-venv)"
         );

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Makes sure `nginx` and `wrk` are on the machine, installing Debian's packages if not.
-/// Returns what was done, for the output.
 /// The tools item 3 needs that are not installed.
 fn missing_tools() -> Vec<&'static str> {
     [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")]
@@ -17,19 +15,21 @@ fn missing_tools() -> Vec<&'static str> {
         .collect()
 }
 
-/// `--no-install`: whether nginx and wrk are there, and how to get them if not.
+/// Without `--install`: whether nginx and wrk are there, and how to get them if not.
 pub fn tools_present() -> Result<String, String> {
     let missing = missing_tools();
     if missing.is_empty() {
         Ok("nginx and wrk already installed".into())
     } else {
         Err(format!(
-            "{missing:?} missing and --no-install given: `apt-get install {}`, or run without --no-install",
+            "{missing:?} missing: `apt-get install {}`, or run `cargo xtask bench --install`",
             missing.join(" ")
         ))
     }
 }
 
+/// `--install`: makes sure `nginx` and `wrk` are on the machine, installing Debian's
+/// packages if not. Returns what was done, for the output.
 pub fn ensure_tools() -> Result<String, String> {
     let missing = missing_tools();
     if missing.is_empty() {

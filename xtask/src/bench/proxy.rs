@@ -41,10 +41,10 @@ pub async fn gateway_vs_nginx(
     let Relaunch { bin, config } = relaunch;
     // The tools first: every run below needs wrk, and a missing tool must stop the
     // item loudly (a missed goal, not a skipped row) before anything is measured.
-    let tools = if args.no_install {
-        nginx::tools_present()
-    } else {
+    let tools = if args.install {
         nginx::ensure_tools()
+    } else {
+        nginx::tools_present()
     };
     let tools = match tools {
         Ok(how) => how,

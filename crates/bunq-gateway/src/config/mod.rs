@@ -26,6 +26,13 @@ pub const CONFIG_PATH_ENV: &str = "BUNQ_GATEWAY_CONFIG";
 pub struct Config {
     /// Where the HTTP server listens.
     pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served apart from the API
+    /// (`admin_listen`); `/metrics` then leaves the main listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// `BUNQ_GATEWAY_*` variables that name no key, ignored (names only: the caller
+    /// warns). Orchestrators inject some (Kubernetes: `BUNQ_GATEWAY_PORT`,
+    /// `BUNQ_GATEWAY_SERVICE_HOST` for a Service named `bunq-gateway`).
+    pub ignored_environment: Vec<String>,
     /// The gateway's public base URL (the OAuth redirect is derived from it).
     pub public_url: Url,
     /// The SQLite database file (created on first start).
@@ -244,6 +251,9 @@ pub struct HttpSettings {
     /// How many serving threads, each with its own single-threaded runtime; `None`
     /// (`http.workers = 0`, the default) means one per core.
     pub workers: Option<NonZeroUsize>,
+    /// Whether the access line names the `user_ref` of `/v1/users/{user_ref}/...`
+    /// (off by default: a `user_ref` is often an e-mail address, and logs travel).
+    pub log_user_ref: bool,
 }
 
 impl HttpSettings {
@@ -327,7 +337,9 @@ impl Config {
             None => Table::new(),
         };
         let sources = collect(table, env)?;
-        validate(&sources)
+        let mut config = validate(&sources)?;
+        config.ignored_environment = sources.ignored_environment();
+        Ok(config)
     }
 }
 
@@ -336,6 +348,16 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
     let listen: SocketAddr = listen
         .parse()
         .map_err(|_| src.err("listen", "must be an address like 127.0.0.1:8080"))?;
+    let admin_listen = src
+        .str("admin_listen")?
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| src.err("admin_listen", "must be an address like 127.0.0.1:9090"))
+        })
+        .transpose()?;
+    if admin_listen.is_some_and(|a| a == listen && a.port() != 0) {
+        return Err(src.err("admin_listen", "must differ from listen"));
+    }
 
     let public_url = src
         .url("public_url")?
@@ -399,7 +421,13 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
     };
     let oauth = OAuthSettings {
         client_id: src.required_str("oauth.client_id")?.to_owned(),
-        client_secret: SecretString::from(src.required_str("oauth.client_secret")?.to_owned()),
+        client_secret: inline_or_file(src, "oauth.client_secret", "oauth.client_secret_file")?
+            .ok_or_else(|| {
+                src.err(
+                    "oauth.client_secret",
+                    "is missing (or set client_secret_file)",
+                )
+            })?,
         redirect_uri,
         state_ttl: Duration::from_secs(src.int("oauth.state_ttl_seconds", 600, (1, 86_400))?),
         callback_wait: Duration::from_millis(src.int(
@@ -493,11 +521,14 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         workers: usize::try_from(src.int("http.workers", 0, (0, 1024))?)
             .ok()
             .and_then(NonZeroUsize::new),
+        log_user_ref: src.bool("http.log_user_ref", false)?,
     };
 
     let callbacks = callback_settings(src, environment, bunq.api_base_url.is_some())?;
 
     Ok(Config {
+        admin_listen,
+        ignored_environment: Vec::new(),
         listen,
         public_url,
         database,
@@ -513,21 +544,57 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
 /// The longest key file read (a key is a line; a longer file is a wrong path).
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 
+/// The longest `api_keys_file` read (one key per line).
+const MAX_KEYS_FILE_BYTES: u64 = 256 * 1024;
+
+/// A secret given inline (`key`) or in a file (`file_key`, as Kubernetes and systemd
+/// mount secrets), never both; the file is refused when group or others may read it,
+/// as every key file is, and its text is trimmed.
+fn inline_or_file(
+    src: &Sources,
+    key: &str,
+    file_key: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (src.str(key)?, src.str(file_key)?) {
+        (Some(_), Some(_)) => Err(src.err(
+            key,
+            format_args!("give either {key} or {file_key}, not both"),
+        )),
+        (Some(text), None) => Ok(Some(SecretString::from(text.trim().to_owned()))),
+        (None, Some(path)) => Ok(Some(SecretString::from(read_secret_file(
+            src,
+            file_key,
+            path,
+            MAX_KEY_FILE_BYTES,
+        )?))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A secret file's trimmed text; errors name the key and the file, never the content.
+fn read_secret_file(
+    src: &Sources,
+    key: &str,
+    path: &str,
+    max_bytes: u64,
+) -> Result<String, ConfigError> {
+    let bytes = bunq_signing::read_private_file(path, max_bytes)
+        .map_err(|e| src.err(key, format_args!("{path}: {e}")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| src.err(key, format_args!("{path} is not UTF-8 text")))?;
+    Ok(text.trim().to_owned())
+}
+
 /// `security.api_keys`: a list of strings (named `key-1`, `key-2`... by position, as
 /// the environment variable's comma-separated form is), or a list of tables
 /// `{name, key | key_file, user_ref_prefixes}`. Both forms may be mixed.
 fn api_keys(src: &Sources) -> Result<Vec<ApiKey>, ConfigError> {
     const KEY: &str = "security.api_keys";
-    let Some(items) = src.raw_list(KEY)? else {
-        return Err(src.err(KEY, "is missing"));
-    };
-    if items.is_empty() {
-        return Err(src.err(KEY, "must hold at least one key"));
-    }
-    let mut keys: Vec<ApiKey> = Vec::with_capacity(items.len());
+    let items = src.raw_list(KEY)?.unwrap_or_default();
+    let mut candidates = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let position = i + 1;
-        let key = match item {
+        candidates.push(match item {
             toml::Value::String(key) => ApiKey {
                 name: format!("key-{position}"),
                 key: SecretString::from(key.clone()),
@@ -540,7 +607,16 @@ fn api_keys(src: &Sources) -> Result<Vec<ApiKey>, ConfigError> {
                     "must be a list of strings or of {name, key | key_file} tables",
                 ));
             }
-        };
+        });
+    }
+    if let Some(path) = src.str("security.api_keys_file")? {
+        candidates.extend(keys_file(src, path)?);
+    }
+    if candidates.is_empty() {
+        return Err(src.err(KEY, "must hold at least one key (or set api_keys_file)"));
+    }
+    let mut keys: Vec<ApiKey> = Vec::with_capacity(candidates.len());
+    for key in candidates {
         // The key's text is never part of an error: only its name or position.
         if secrecy::ExposeSecret::expose_secret(&key.key).len() < MIN_API_KEY_LEN {
             return Err(src.err(
@@ -569,6 +645,41 @@ fn api_keys(src: &Sources) -> Result<Vec<ApiKey>, ConfigError> {
     Ok(keys)
 }
 
+/// `security.api_keys_file`: one key per line, `name:key` to name it (names as in the
+/// table form; a line without one is `file-<line>`); blank lines and `#` comments are
+/// skipped. The form Kubernetes and systemd mount secrets in.
+fn keys_file(src: &Sources, path: &str) -> Result<Vec<ApiKey>, ConfigError> {
+    const KEY: &str = "security.api_keys_file";
+    let text = read_secret_file(src, KEY, path, MAX_KEYS_FILE_BYTES)?;
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, key) = match line.split_once(':') {
+            Some((name, key)) if valid_key_name(name) => (name.to_owned(), key.trim()),
+            _ => (format!("file-{}", i + 1), line),
+        };
+        keys.push(ApiKey {
+            name,
+            key: SecretString::from(key.to_owned()),
+            user_ref_prefixes: Vec::new(),
+        });
+    }
+    Ok(keys)
+}
+
+/// A key's name goes into logs and the audit log as it is: a tame alphabet keeps it
+/// from forging log lines.
+fn valid_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn named_key(src: &Sources, table: &Table, position: usize) -> Result<ApiKey, ConfigError> {
     const KEY: &str = "security.api_keys";
     let field = |name: &str| -> Result<Option<&str>, ConfigError> {
@@ -594,13 +705,7 @@ fn named_key(src: &Sources, table: &Table, position: usize) -> Result<ApiKey, Co
     }
     let name = field("name")?
         .ok_or_else(|| src.err(KEY, format_args!("entry {position}: `name` is missing")))?;
-    // Names go into logs and the audit log as they are: a tame alphabet keeps them
-    // from forging log lines.
-    if name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !valid_key_name(name) {
         return Err(src.err(
             KEY,
             format_args!("entry {position}: `name` must be 1 to 64 of A-Z a-z 0-9 - _ ."),
@@ -714,31 +819,16 @@ fn callback_settings(
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let secret_text = match (
-        src.str("callbacks.webhook_secret")?,
-        src.str("callbacks.webhook_secret_file")?,
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(src.err(
-                "callbacks.webhook_secret",
-                "give either webhook_secret or webhook_secret_file, not both",
-            ));
-        }
-        (Some(s), None) => Some(("callbacks.webhook_secret", s.to_owned())),
-        (None, Some(path)) => Some((
-            "callbacks.webhook_secret_file",
-            std::fs::read_to_string(path).map_err(|e| {
-                src.err(
-                    "callbacks.webhook_secret_file",
-                    format_args!("cannot read {path}: {e}"),
-                )
-            })?,
-        )),
-        (None, None) => None,
-    };
-    let webhook_secret = secret_text
-        .map(|(key, text)| WebhookSecret::parse(&text).map_err(|reason| src.err(key, reason)))
-        .transpose()?;
+    let webhook_secret = inline_or_file(
+        src,
+        "callbacks.webhook_secret",
+        "callbacks.webhook_secret_file",
+    )?
+    .map(|text| {
+        WebhookSecret::parse(secrecy::ExposeSecret::expose_secret(&text))
+            .map_err(|reason| src.err("callbacks.webhook_secret", reason))
+    })
+    .transpose()?;
     if !webhook_urls.is_empty() && webhook_secret.is_none() {
         return Err(src.err(
             "callbacks.webhook_secret",

@@ -43,6 +43,7 @@ const fn sec(section: &'static str, name: &'static str, kind: Kind) -> KeySpec {
 /// Every key the gateway knows; anything else is a typo and is refused.
 const KEYS: &[KeySpec] = &[
     top("listen", Kind::Str),
+    top("admin_listen", Kind::Str),
     top("public_url", Kind::Str),
     top("database", Kind::Str),
     top("log_format", Kind::Str),
@@ -60,6 +61,7 @@ const KEYS: &[KeySpec] = &[
     sec("bunq", "verify_cache", Kind::Bool),
     sec("oauth", "client_id", Kind::Str),
     sec("oauth", "client_secret", Kind::Str),
+    sec("oauth", "client_secret_file", Kind::Str),
     sec("oauth", "redirect_uri", Kind::Str),
     sec("oauth", "callback_wait_ms", Kind::Int),
     sec("oauth", "state_ttl_seconds", Kind::Int),
@@ -68,6 +70,7 @@ const KEYS: &[KeySpec] = &[
     // Strings or {name, key | key_file, user_ref_prefixes} tables; from the
     // environment a comma-separated list of keys.
     sec("security", "api_keys", Kind::StrList),
+    sec("security", "api_keys_file", Kind::Str),
     sec("http", "max_body_bytes", Kind::Int),
     sec("http", "request_timeout_seconds", Kind::Int),
     sec("http", "upstream_timeout_seconds", Kind::Int),
@@ -77,6 +80,7 @@ const KEYS: &[KeySpec] = &[
     sec("http", "max_connections", Kind::Int),
     sec("http", "idempotency_retention_seconds", Kind::Int),
     sec("http", "workers", Kind::Int),
+    sec("http", "log_user_ref", Kind::Bool),
     sec("callbacks", "categories", Kind::StrList),
     sec("callbacks", "allowed_sources", Kind::StrList),
     sec("callbacks", "trusted_proxies", Kind::StrList),
@@ -120,9 +124,16 @@ struct Raw {
 /// The raw values by dotted key, before validation.
 pub(super) struct Sources {
     values: HashMap<String, Raw>,
+    /// `BUNQ_GATEWAY_*` variables naming no key (sorted).
+    ignored_env: Vec<String>,
 }
 
 impl Sources {
+    /// The `BUNQ_GATEWAY_*` variables that name no key, sorted.
+    pub(super) fn ignored_environment(&self) -> Vec<String> {
+        self.ignored_env.clone()
+    }
+
     pub(super) fn err(&self, key: &str, reason: impl fmt::Display) -> ConfigError {
         let origin = match self.values.get(key).and_then(|r| r.env.as_deref()) {
             Some(env) => format!(" (from env {env})"),
@@ -302,16 +313,17 @@ pub(super) fn collect(
     }
 
     let by_env: HashMap<String, &KeySpec> = KEYS.iter().map(|s| (s.env_name(), s)).collect();
+    let mut ignored_env = Vec::new();
     for (name, text) in env {
         if !name.starts_with(ENV_PREFIX) || name == CONFIG_PATH_ENV {
             continue;
         }
+        // Unknown variables are ignored (the caller warns), unlike unknown keys in the
+        // file: the environment is shared with orchestrators, which add their own
+        // (Kubernetes injects `<SERVICE>_PORT`, `<SERVICE>_SERVICE_HOST`...).
         let Some(spec) = by_env.get(&name) else {
-            return Err(ConfigError::Key {
-                key: name,
-                origin: String::new(),
-                reason: "unknown environment variable (no such config key)".into(),
-            });
+            ignored_env.push(name);
+            continue;
         };
         let key = spec.dotted();
         let bad = |reason: &str| ConfigError::Key {
@@ -346,5 +358,9 @@ pub(super) fn collect(
             },
         );
     }
-    Ok(Sources { values })
+    ignored_env.sort();
+    Ok(Sources {
+        values,
+        ignored_env,
+    })
 }

@@ -162,11 +162,111 @@ fn rejects_both_key_and_key_file() {
 }
 
 #[test]
-fn rejects_unknown_keys_and_env_vars() {
+fn rejects_unknown_file_keys_but_only_lists_unknown_env_vars() {
     let err = load(&full().replace("database", "databse"), &[]).expect_err("typo");
     assert_eq!(err.key(), Some("databse"));
-    let err = load(&full(), &[("BUNQ_GATEWAY_OAUTH_CLIENTID", "x")]).expect_err("typo");
-    assert_eq!(err.key(), Some("BUNQ_GATEWAY_OAUTH_CLIENTID"));
+    // What Kubernetes injects for a Service named bunq-gateway, and a typo: both
+    // ignored and listed (by name only) for the warning.
+    let config = load(
+        &full(),
+        &[
+            ("BUNQ_GATEWAY_PORT", "tcp://10.0.0.1:8080"),
+            ("BUNQ_GATEWAY_SERVICE_HOST", "10.0.0.1"),
+            ("BUNQ_GATEWAY_OAUTH_CLIENTID", "x"),
+        ],
+    )
+    .expect("unknown variables do not fail");
+    assert_eq!(
+        config.ignored_environment,
+        [
+            "BUNQ_GATEWAY_OAUTH_CLIENTID",
+            "BUNQ_GATEWAY_PORT",
+            "BUNQ_GATEWAY_SERVICE_HOST"
+        ]
+    );
+    assert!(
+        load(&full(), &[])
+            .expect("full")
+            .ignored_environment
+            .is_empty()
+    );
+}
+
+fn private_file(dir: &Path, name: &str, text: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path.display().to_string()
+}
+
+#[test]
+fn every_secret_can_come_from_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = private_file(dir.path(), "secret", "file-secret\n", 0o600);
+    let keys = private_file(
+        dir.path(),
+        "keys",
+        "# the billing team\nbilling:0123456789abcdef-billing\n\n0123456789abcdef-plain\n",
+        0o400,
+    );
+    let hook = private_file(
+        dir.path(),
+        "hook",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+        0o600,
+    );
+    let text = format!(
+        r#"
+public_url = "http://127.0.0.1:8080"
+
+[bunq]
+environment = "sandbox"
+
+[oauth]
+client_id = "cid"
+client_secret_file = "{secret}"
+
+[security]
+encryption_key = "{KEY}"
+api_keys = ["0123456789abcdef0123"]
+api_keys_file = "{keys}"
+
+[callbacks]
+webhook_urls = ["http://127.0.0.1:9/h"]
+webhook_secret_file = "{hook}"
+"#
+    );
+    let config = load(&text, &[]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.oauth.client_secret.expose_secret(), "file-secret");
+    let names: Vec<&str> = config
+        .security
+        .api_keys
+        .iter()
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(names, ["key-1", "billing", "file-4"]);
+    assert_eq!(
+        config.security.api_keys[1].key.expose_secret(),
+        "0123456789abcdef-billing"
+    );
+    assert!(config.callbacks.webhook_secret.is_some());
+
+    // Readable by others: refused, naming the key and the file, not the content.
+    let open = private_file(dir.path(), "open", "file-secret", 0o644);
+    let err = load(
+        &full(),
+        &[("BUNQ_GATEWAY_OAUTH_CLIENT_SECRET_FILE", open.as_str())],
+    )
+    .expect_err("both given");
+    assert_eq!(err.key(), Some("oauth.client_secret"));
+    let err = load(
+        &without(&full(), "client_secret"),
+        &[("BUNQ_GATEWAY_OAUTH_CLIENT_SECRET_FILE", open.as_str())],
+    )
+    .expect_err("world-readable");
+    assert_eq!(err.key(), Some("oauth.client_secret_file"));
+    assert!(!err.to_string().contains("file-secret"), "{err}");
 }
 
 #[test]

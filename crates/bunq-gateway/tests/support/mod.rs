@@ -304,11 +304,17 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(config: &Path, dir: &Path) -> Gateway {
+        Self::start_with_env(config, dir, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_with_env(config: &Path, dir: &Path, vars: &[(&str, &str)]) -> Gateway {
         let log = dir.join(format!("gateway-{}.log", free_port()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_bunq-gateway"))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
