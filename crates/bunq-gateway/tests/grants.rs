@@ -370,7 +370,6 @@ async fn unsigned_outages_reach_the_caller_as_bunq_unavailable() {
     let env = Env::new().await;
     let gw = env.start_gateway();
     let alice = env.end_user();
-    let subscriptions = env.subscriptions();
     assert_eq!(
         consent(&env, &gw, "alice", alice.user_id, false)
             .await
@@ -379,7 +378,6 @@ async fn unsigned_outages_reach_the_caller_as_bunq_unavailable() {
     );
     let (_, user) = env.user(&gw, "alice").await;
     let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
-    env.subscribed_since(subscriptions).await;
 
     env.fake.knobs().fail_next_with_status(491, 1);
     let maintenance = env.accounts(&gw, "alice", bunq_user_id).await;

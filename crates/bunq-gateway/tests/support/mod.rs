@@ -139,11 +139,9 @@ workers = 2
     /// Connects `user_ref` as `end_user` and returns the user's `bunq_user_id` and
     /// first account id (a top-up of 100.00 on it is done, for payments).
     pub async fn connected_payer(&self, gw: &Gateway, user_ref: &str) -> (u64, u64) {
-        let subscriptions = self.subscriptions();
         let end_user = self.end_user();
         let callback = self.connect(gw, user_ref, end_user.user_id).await;
         assert_eq!(callback.status(), 302);
-        self.subscribed_since(subscriptions).await;
         let (_, user) = self.user(gw, user_ref).await;
         let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
         let account = end_user.monetary_account_ids[0];
@@ -159,25 +157,6 @@ workers = 2
             .await;
         assert_eq!(topped.status(), 200);
         (bunq_user_id, account)
-    }
-
-    /// The bunq callback subscriptions made so far (`POST .../notification-filter-url`).
-    pub fn subscriptions(&self) -> u64 {
-        self.fake.calls("POST /user/{id}/notification-filter-url")
-    }
-
-    /// Waits for a subscription after `before` ([`Env::subscriptions`]). A connect
-    /// subscribes bunq callbacks in the background, with calls of its own: a test that
-    /// sets a knob for its next call (`cut_after_execute`, `fail_next_with_status`, ...)
-    /// waits for them first, or the knob may meet the subscription instead.
-    pub async fn subscribed_since(&self, before: u64) {
-        for _ in 0..250 {
-            if self.subscriptions() > before {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("the connect's callback subscription never reached the fake");
     }
 
     /// Writes `text` as the config file and returns its path.
