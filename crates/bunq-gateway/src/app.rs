@@ -16,7 +16,7 @@ use bunq_session::{
     BunqClient, ClientConfig, CredentialId, Environment, RateLimitPolicy, SessionManager,
     SessionManagerConfig,
 };
-use bunq_store::{MasterKey, Store};
+use bunq_store::{MasterKey, Store, StoreOptions};
 use http::StatusCode;
 use secrecy::ExposeSecret as _;
 
@@ -148,7 +148,7 @@ pub(crate) fn check(config: &Config) -> Result<(), GatewayError> {
 /// Opens the store and builds the crates' objects.
 pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
     let key = master_key(&config.security.encryption_key)?;
-    let store = Store::open(&config.database, key).await?;
+    let store = Store::open_location(&config.database, key, StoreOptions::default()).await?;
     store.integrity_check().await?;
     // A wrong encryption key must stop the start, not fail every request later.
     store.check_master_key().await?;

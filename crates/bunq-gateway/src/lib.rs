@@ -407,7 +407,12 @@ pub async fn rotate_key(
 ) -> Result<bunq_store::RotationReport, GatewayError> {
     let old = app::master_key(&config.security.encryption_key)?;
     let new = bunq_store::MasterKey::from_file(new_key_file)?;
-    let store = bunq_store::Store::open(&config.database, old.clone()).await?;
+    let store = bunq_store::Store::open_location(
+        &config.database,
+        old.clone(),
+        bunq_store::StoreOptions::default(),
+    )
+    .await?;
     let report = store.rotate_key(&old, &new).await;
     let closed = store.close().await;
     let report = report?;
@@ -415,9 +420,9 @@ pub async fn rotate_key(
     Ok(report)
 }
 
-/// Validates what can be validated without serving: the config (already parsed), the
-/// master key, and the crates' acceptance of the derived settings. Touches no network
-/// and no database.
+/// Validates what can be validated without serving: the config (already parsed, a
+/// PostgreSQL URL included), the master key, and the crates' acceptance of the derived
+/// settings. Touches no network and no database, on either backend.
 pub fn check_config(config: &Config) -> Result<(), GatewayError> {
     app::check(config)
 }

@@ -122,14 +122,16 @@ async fn a_key_with_prefixes_acts_only_on_its_users_and_is_named_in_logs_and_aud
     assert!(!logs.contains(API_KEY), "a key is never logged");
     drop(gw);
 
-    let db = rusqlite::Connection::open(env.dir.path().join("gateway.sqlite3")).unwrap();
-    let details: Vec<String> = db
-        .prepare("SELECT detail FROM audit_log WHERE event = 'disconnect'")
+    let details: Vec<String> = env
+        .open_store()
+        .await
+        .audit_log(None)
+        .await
         .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .into_iter()
+        .filter(|e| e.event == bunq_store::AuditEvent::Disconnect)
+        .map(|e| e.detail)
+        .collect();
     assert_eq!(details.len(), 1, "{details:?}");
     assert!(details[0].ends_with(" actor=tenant-a"), "{details:?}");
 }

@@ -7,17 +7,9 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use bunq_oauth::{PendingState, StateContext, StateKey, TakeOutcome};
-use bunq_store::{MasterKey, Store};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{API_KEY, Env, Gateway, MASTER_KEY, run_to_exit};
-
-/// The gateway's database, opened beside the gateway (SQLite in WAL mode allows it).
-async fn open_store(path: &std::path::Path) -> Store {
-    Store::open(path, MasterKey::from_base64(MASTER_KEY).unwrap())
-        .await
-        .unwrap()
-}
 
 fn top_up() -> Value {
     json!({
@@ -376,9 +368,8 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
 
     // An OAuth state that expired while the gateway was down is forgotten at start; a
     // live one is kept.
-    let database = env.dir.path().join("gateway.sqlite3");
     let (expired, live) = (StateKey("expired".into()), StateKey("live".into()));
-    let store = open_store(&database).await;
+    let store = env.open_store().await;
     for (key, ttl) in [(&expired, -60i64), (&live, 600)] {
         let now = SystemTime::now();
         let expires_at = if ttl < 0 {
@@ -406,7 +397,7 @@ async fn restart_on_the_same_database_keeps_users_and_sessions() {
     let sessions = env.fake.calls("POST /session-server");
     let devices = env.fake.calls("POST /device-server");
     let gw = env.start_gateway();
-    let store = open_store(&database).await;
+    let store = env.open_store().await;
     assert_eq!(
         store.take_state(&expired).await.unwrap(),
         TakeOutcome::Unknown

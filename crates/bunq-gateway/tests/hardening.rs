@@ -170,12 +170,20 @@ async fn the_connection_cap_holds_new_connections_until_one_closes() {
 async fn absurd_states_are_refused_without_touching_the_database() {
     let env = Env::new().await;
     let gw = env.start_gateway();
-    // Another connection holds the database's write lock: a callback that reached the
-    // store would wait out the busy timeout (5 s).
-    let db = env.dir.path().join("gateway.sqlite3");
+    // Another connection holds the database's write lock (on PostgreSQL: the states
+    // table's): a callback that reached the store would wait out the busy or lock
+    // timeout (5 s).
+    let pg_holder = env.lock_states_table().await;
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let db = env.dir.path().join("gateway.sqlite3");
+    let on_sqlite = pg_holder.is_none();
     let holder = std::thread::spawn(move || {
+        if !on_sqlite {
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            return;
+        }
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         locked_tx.send(()).unwrap();
@@ -218,6 +226,7 @@ async fn absurd_states_are_refused_without_touching_the_database() {
     assert!(started.elapsed() >= Duration::from_secs(3));
     release_tx.send(()).unwrap();
     holder.join().unwrap();
+    drop(pg_holder);
 }
 
 #[tokio::test(flavor = "multi_thread")]

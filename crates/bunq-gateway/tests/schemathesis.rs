@@ -61,6 +61,8 @@ async fn schemathesis_finds_no_server_error() {
         .args(["--request-timeout", "10"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env("NO_COLOR", "1")
+        // Its example cache goes with the test's directory, not into the source tree.
+        .current_dir(env.dir.path())
         .stdin(Stdio::null())
         .output();
     let out = tokio::time::timeout(Duration::from_secs(600), run)

@@ -19,7 +19,7 @@ pub(crate) const STORE_KEYS: &str = "store_keys";
 /// Its sealed column.
 pub(crate) const SEALED_KEY: &str = "sealed_key";
 /// The row of the audit log's hashing key.
-const AUDIT_KEY_NAME: &str = "audit";
+pub(crate) const AUDIT_KEY_NAME: &str = "audit";
 /// Marks a hashed `user_ref` (format 1: HMAC-SHA256, hex).
 const HASH_PREFIX: &str = "h1:";
 
@@ -60,7 +60,7 @@ impl AuditEvent {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(name: &str) -> Result<Self, StoreError> {
         Ok(match name {
             "connect" => AuditEvent::Connect,
             "disconnect" => AuditEvent::Disconnect,
@@ -116,7 +116,7 @@ pub(crate) fn append(
 }
 
 /// How a `user_ref` stands in the audit log.
-fn hash_ref(key: &hmac::Key, user_ref: &str) -> String {
+pub(crate) fn hash_ref(key: &hmac::Key, user_ref: &str) -> String {
     let tag = hmac::sign(key, user_ref.as_bytes());
     let mut out = String::with_capacity(HASH_PREFIX.len() + 64);
     out.push_str(HASH_PREFIX);
@@ -201,6 +201,7 @@ impl Store {
     /// The audit log, oldest first: all of it, or only the rows about `user_ref` (whose
     /// keyed hash is looked for; entries carry the hash, see [`AuditEntry::user_ref`]).
     pub async fn audit_log(&self, user_ref: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+        crate::on_postgres!(self, pg => pg.audit_log(user_ref));
         let user_ref = user_ref.map(str::to_owned);
         self.read(move |conn, shared| {
             let user_ref = user_ref

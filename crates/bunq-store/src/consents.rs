@@ -71,7 +71,7 @@ pub enum ConsentRefusal {
 }
 
 impl ConsentRefusal {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConsentRefusal::Revoked => "revoked",
             ConsentRefusal::Failed => "failed",
@@ -81,7 +81,7 @@ impl ConsentRefusal {
 
 /// `{user_ref}/{16 hex digits}`; `/` cannot occur in a `user_ref`, so the prefix tells
 /// whose credential it is.
-fn new_credential(user_ref: &str) -> Result<String, StoreError> {
+pub(crate) fn new_credential(user_ref: &str) -> Result<String, StoreError> {
     let mut bytes = [0u8; 8];
     SystemRandom::new()
         .fill(&mut bytes)
@@ -149,6 +149,7 @@ impl Store {
         token: &SecretString,
         replace: bool,
     ) -> Result<Option<PendingConsent>, StoreError> {
+        crate::on_postgres!(self, pg => pg.add_consent(state, user_ref, token, replace));
         let state = state.0.clone();
         let user_ref = user_ref.to_owned();
         let token = token.clone();
@@ -211,6 +212,7 @@ impl Store {
     /// Every consent waiting for its session, oldest first (what a gateway resumes at
     /// start).
     pub async fn pending_consents(&self) -> Result<Vec<PendingConsent>, StoreError> {
+        crate::on_postgres!(self, pg => pg.pending_consents());
         self.read(|conn, _| {
             let mut stmt = conn.prepare_cached(
                 "SELECT credential, user_ref, replace_identity, created_at, attempts
@@ -243,6 +245,7 @@ impl Store {
 
     /// The credentials of `user_ref`'s consents still waiting for their session.
     pub async fn consent_credentials(&self, user_ref: &str) -> Result<Vec<String>, StoreError> {
+        crate::on_postgres!(self, pg => pg.consent_credentials(user_ref));
         let user_ref = user_ref.to_owned();
         self.read(move |conn, _| {
             let mut stmt = conn.prepare_cached(
@@ -264,6 +267,7 @@ impl Store {
         &self,
         credential: &str,
     ) -> Result<Option<SecretString>, StoreError> {
+        crate::on_postgres!(self, pg => pg.consent_token(credential));
         let credential = credential.to_owned();
         self.read(move |conn, shared| read_consent_token(conn, shared, &credential))
             .await
@@ -276,6 +280,7 @@ impl Store {
         credential: &str,
         error: &str,
     ) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.record_consent_attempt(credential, error));
         let credential = credential.to_owned();
         let error = error.to_owned();
         self.write(move |conn, _| {
@@ -299,6 +304,7 @@ impl Store {
         bunq_user_id: u64,
         granted_by: Option<u64>,
     ) -> Result<ConsentCompletion, StoreError> {
+        crate::on_postgres!(self, pg => pg.complete_consent(credential, bunq_user_id, granted_by));
         let credential = credential.to_owned();
         let db_user_id = to_db_id(bunq_user_id, "bunq user id")?;
         let db_granted_by = granted_by
@@ -399,6 +405,7 @@ impl Store {
         why: ConsentRefusal,
         reason: &str,
     ) -> Result<Option<UserRecord>, StoreError> {
+        crate::on_postgres!(self, pg => pg.refuse_consent(credential, why, reason));
         let credential = credential.to_owned();
         let reason = reason.to_owned();
         self.write(move |conn, shared| {
@@ -446,6 +453,7 @@ impl Store {
         credential: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
+        crate::on_postgres!(self, pg => pg.mark_revoked(user_ref, credential, reason));
         let user_ref = user_ref.to_owned();
         let credential = credential.to_owned();
         let reason = reason.to_owned();
@@ -470,6 +478,7 @@ impl Store {
     /// Deletes the context (and session) stored under `credential`: for a consent that
     /// connected after its user was deleted, whose rows nothing else owns.
     pub async fn delete_context(&self, credential: &str) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.delete_context(credential));
         let credential = credential.to_owned();
         self.write(move |conn, shared| {
             let tx = conn.transaction()?;
@@ -484,6 +493,7 @@ impl Store {
     /// Every connected user and the credential of its connection (what a gateway warms
     /// its routing table with).
     pub async fn connected_credentials(&self) -> Result<Vec<(String, String)>, StoreError> {
+        crate::on_postgres!(self, pg => pg.connected_credentials());
         self.read(|conn, _| {
             let mut stmt = conn.prepare_cached(
                 "SELECT user_ref, COALESCE(credential, user_ref) FROM users

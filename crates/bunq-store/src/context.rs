@@ -12,9 +12,10 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::audit::{self, AuditEvent};
-use crate::db::{ParsedKeys, Shared};
+use crate::db::Shared;
 use crate::schema::{from_db_id, from_db_time, now_db, to_db_id, to_db_time};
 use crate::users::read_access_token;
+use crate::vault::{ParsedKeys, Vault};
 use crate::{Store, StoreError};
 
 pub(crate) const CONTEXTS: &str = "contexts";
@@ -24,7 +25,7 @@ pub(crate) const PRIVATE_KEY: &str = "private_key";
 pub(crate) const SESSIONS: &str = "sessions";
 pub(crate) const SESSION_TOKEN: &str = "token";
 
-fn kind_name(kind: UserKind) -> Result<String, StoreError> {
+pub(crate) fn kind_name(kind: UserKind) -> Result<String, StoreError> {
     match serde_json::to_value(kind) {
         Ok(serde_json::Value::String(name)) => Ok(name),
         _ => Err(StoreError::InvalidInput(format!(
@@ -33,24 +34,37 @@ fn kind_name(kind: UserKind) -> Result<String, StoreError> {
     }
 }
 
-fn parse_kind(name: String) -> Result<UserKind, StoreError> {
+pub(crate) fn parse_kind(name: String) -> Result<UserKind, StoreError> {
     serde_json::from_value(serde_json::Value::String(name))
         .map_err(|e| StoreError::Corrupt(format!("unknown session user kind: {e}")))
 }
 
 /// A `sessions` row, still sealed: id, token, user id, kind, expiry, granted by.
-type SealedSession = (i64, Vec<u8>, i64, String, i64, Option<i64>);
+pub(crate) type SealedSession = (i64, Vec<u8>, i64, String, i64, Option<i64>);
 
 /// A `contexts` row joined with its `sessions` row, still sealed.
-struct SealedContext {
-    api_base: String,
-    secret: Vec<u8>,
-    installation_id: i64,
-    installation_token: Vec<u8>,
-    private_key: Vec<u8>,
-    server_public_key: String,
-    device_id: Option<i64>,
-    session: Option<SealedSession>,
+pub(crate) struct SealedContext {
+    pub(crate) api_base: String,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) installation_id: i64,
+    pub(crate) installation_token: Vec<u8>,
+    pub(crate) private_key: Vec<u8>,
+    pub(crate) server_public_key: String,
+    pub(crate) device_id: Option<i64>,
+    pub(crate) session: Option<SealedSession>,
+}
+
+/// The query [`SealedContext`] is read with, its columns in order (both backends; the
+/// placeholder is `?1` on SQLite and `$1` on PostgreSQL, spelled here as `{}`).
+pub(crate) fn context_query(placeholder: &str) -> String {
+    format!(
+        "SELECT c.api_base, c.secret, c.installation_id, c.installation_token,
+                c.private_key, c.server_public_key, c.device_id,
+                s.session_id, s.token, s.user_id, s.kind, s.expires_at,
+                s.granted_by_user_id
+         FROM contexts c LEFT JOIN sessions s ON s.credential = c.credential
+         WHERE c.credential = {placeholder}"
+    )
 }
 
 pub(crate) fn read_context(
@@ -59,14 +73,7 @@ pub(crate) fn read_context(
     credential: &str,
 ) -> Result<Option<ApiContext>, StoreError> {
     let row = conn
-        .prepare_cached(
-            "SELECT c.api_base, c.secret, c.installation_id, c.installation_token,
-                    c.private_key, c.server_public_key, c.device_id,
-                    s.session_id, s.token, s.user_id, s.kind, s.expires_at,
-                    s.granted_by_user_id
-             FROM contexts c LEFT JOIN sessions s ON s.credential = c.credential
-             WHERE c.credential = ?1",
-        )?
+        .prepare_cached(&context_query("?1"))?
         .query_row([credential], |r| {
             let session = match r.get::<_, Option<i64>>(7)? {
                 Some(id) => Some((
@@ -91,8 +98,18 @@ pub(crate) fn read_context(
             })
         })
         .optional()?;
-    let Some(row) = row else { return Ok(None) };
-    let keyring = shared.keyring();
+    row.map(|row| open_context(shared, credential, row))
+        .transpose()
+}
+
+/// Opens a context row: its secrets unsealed, its keys parsed (or taken from the cache
+/// while the unsealed bytes still match).
+pub(crate) fn open_context(
+    vault: &Vault,
+    credential: &str,
+    row: SealedContext,
+) -> Result<ApiContext, StoreError> {
+    let keyring = vault.keyring();
     let secret = keyring.open_string(&row.secret, CONTEXTS, SECRET, credential)?;
     let token = keyring.open_string(
         &row.installation_token,
@@ -101,7 +118,7 @@ pub(crate) fn read_context(
         credential,
     )?;
     let der = keyring.open(&row.private_key, CONTEXTS, PRIVATE_KEY, credential)?;
-    let keys = match shared.cached_keys(credential) {
+    let keys = match vault.cached_keys(credential) {
         // Comparing the decrypted bytes (not a cache key) means a re-installation under
         // the same credential can never be served a stale key.
         Some(cached)
@@ -120,7 +137,7 @@ pub(crate) fn read_context(
                 )?,
                 server_public_key_pem: row.server_public_key,
             });
-            shared.cache_keys(credential, Arc::clone(&parsed));
+            vault.cache_keys(credential, Arc::clone(&parsed));
             parsed
         }
     };
@@ -139,7 +156,7 @@ pub(crate) fn read_context(
             })
         })
         .transpose()?;
-    Ok(Some(ApiContext {
+    Ok(ApiContext {
         api_base: row.api_base,
         secret,
         installation: Installation {
@@ -157,7 +174,7 @@ pub(crate) fn read_context(
             })
             .transpose()?,
         session,
-    }))
+    })
 }
 
 fn write_context(
@@ -288,6 +305,7 @@ impl Store {
     /// The bunq context saved for `credential` (a `user_ref`, or any other credential
     /// name such as an operator's API key), if any.
     pub async fn load_context(&self, credential: &str) -> Result<Option<ApiContext>, StoreError> {
+        crate::on_postgres!(self, pg => pg.load_context(credential));
         let credential = credential.to_owned();
         self.read(move |conn, shared| read_context(conn, shared, &credential))
             .await
@@ -301,6 +319,7 @@ impl Store {
         credential: &str,
         context: &ApiContext,
     ) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.save_context(credential, context));
         let credential = credential.to_owned();
         let context = context.clone();
         let server_public_key_pem = context
@@ -330,6 +349,7 @@ impl Store {
         &self,
         user_ref: &str,
     ) -> Result<(Option<SecretString>, Option<ApiContext>), StoreError> {
+        crate::on_postgres!(self, pg => pg.token_and_context(user_ref));
         let user_ref = user_ref.to_owned();
         self.read(move |conn, shared| {
             // One read transaction: both from the same snapshot.

@@ -6,29 +6,29 @@
 //! with every other write. Reads take one of a few `query_only` connections on tokio's
 //! blocking pool and run concurrently with each other and with the writer (WAL).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use bunq_signing::{PrivateKey, ServerPublicKey};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, oneshot};
-use zeroize::Zeroizing;
 
 use crate::StoreError;
-use crate::key::{MasterKey, sealed_key_id};
+use crate::key::MasterKey;
 use crate::schema::{self, Durability};
+use crate::vault::Vault;
 
-/// How a [`Store`] is opened beyond its path and key.
+/// How a [`Store`] is opened beyond its location and key.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StoreOptions {
     /// What a committed write survives; see [`Durability`].
     pub durability: Durability,
-    /// How many read connections run concurrently (at least 1).
+    /// SQLite: how many read connections run concurrently (at least 1).
     pub readers: usize,
+    /// PostgreSQL: the most connections the pool opens (at least 1).
+    pub connections: usize,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +36,7 @@ impl Default for StoreOptions {
         Self {
             durability: Durability::Full,
             readers: 4,
+            connections: 8,
         }
     }
 }
@@ -47,84 +48,18 @@ impl StoreOptions {
         self
     }
 
-    /// Sets the number of read connections.
+    /// Sets the number of read connections (SQLite).
     pub fn readers(mut self, readers: usize) -> Self {
         self.readers = readers.max(1);
         self
     }
-}
 
-/// The master keys a store can open values with; the first one seals new values.
-///
-/// After a rotation the old key stays here (in memory only, until the store is
-/// reopened): a read whose snapshot predates the rotation's commit still finds values
-/// under the old key.
-pub(crate) struct Keyring {
-    keys: Vec<MasterKey>,
-}
-
-impl Keyring {
-    /// The keys values can be opened with.
-    pub(crate) fn keys(&self) -> &[MasterKey] {
-        &self.keys
-    }
-
-    /// The key new values are sealed under.
-    pub(crate) fn sealer(&self) -> &MasterKey {
-        &self.keys[0]
-    }
-
-    pub(crate) fn open(
-        &self,
-        blob: &[u8],
-        table: &'static str,
-        column: &'static str,
-        row: &str,
-    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        self.key_for(blob, table, column, row)?
-            .open(blob, table, column, row)
-    }
-
-    pub(crate) fn open_string(
-        &self,
-        blob: &[u8],
-        table: &'static str,
-        column: &'static str,
-        row: &str,
-    ) -> Result<secrecy::SecretString, StoreError> {
-        self.key_for(blob, table, column, row)?
-            .open_string(blob, table, column, row)
-    }
-
-    fn key_for(
-        &self,
-        blob: &[u8],
-        table: &'static str,
-        column: &'static str,
-        row: &str,
-    ) -> Result<&MasterKey, StoreError> {
-        let id = sealed_key_id(blob, table, column, row)?;
-        // Fall back to the sealing key, whose `open` reports the unknown id in full.
-        Ok(self
-            .keys
-            .iter()
-            .find(|k| k.id() == id)
-            .unwrap_or(&self.keys[0]))
+    /// Sets the size of the connection pool (PostgreSQL).
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
     }
 }
-
-/// Parsed installation keys by credential. Parsing an RSA key (ring validates it) and
-/// a PEM costs far more than the rest of a context lookup, and both change only with a
-/// new installation, so the parsed forms are kept and reused while the decrypted bytes
-/// still match.
-pub(crate) struct ParsedKeys {
-    pub(crate) private_key: PrivateKey,
-    pub(crate) server_public_key_pem: String,
-    pub(crate) server_public_key: ServerPublicKey,
-}
-
-/// Bounds memory for stores with very many credentials; past it the cache starts over.
-const KEY_CACHE_CAPACITY: usize = 10_000;
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -147,77 +82,70 @@ enum Job {
 /// the statements of the others.
 const MAX_GROUP: usize = 256;
 
+/// The SQLite backend's state: the writer thread, the readers, and the vault.
 pub(crate) struct Shared {
     path: PathBuf,
-    pub(crate) keyring: RwLock<Arc<Keyring>>,
+    vault: Vault,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
-    key_cache: Mutex<HashMap<String, Arc<ParsedKeys>>>,
-    /// The audit log's HMAC key, unsealed on first use (the keyring may change by then).
-    audit_key: std::sync::OnceLock<Arc<ring::hmac::Key>>,
+}
+
+/// The vault's keyring, key cache and audit key serve the SQL code as `shared.keyring()`
+/// and so on, as they would on any backend.
+impl std::ops::Deref for Shared {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        &self.vault
+    }
 }
 
 impl Shared {
     /// The key `audit_log.user_ref` is hashed with (see `audit.rs`).
     pub(crate) fn audit_key(&self, conn: &Connection) -> Result<Arc<ring::hmac::Key>, StoreError> {
-        if let Some(key) = self.audit_key.get() {
-            return Ok(Arc::clone(key));
+        if let Some(key) = self.vault.loaded_audit_key() {
+            return Ok(key);
         }
-        let key = Arc::new(crate::audit::load_key(conn, self)?);
-        // Two threads loading at once load the same key; either copy will do.
-        Ok(Arc::clone(self.audit_key.get_or_init(|| key)))
-    }
-
-    pub(crate) fn keyring(&self) -> Arc<Keyring> {
-        match self.keyring.read() {
-            Ok(k) => Arc::clone(&k),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Replaces the keyring (after a committed rotation).
-    pub(crate) fn set_keys(&self, keys: Vec<MasterKey>) {
-        let ring = Arc::new(Keyring { keys });
-        match self.keyring.write() {
-            Ok(mut k) => *k = ring,
-            Err(poisoned) => *poisoned.into_inner() = ring,
-        }
-    }
-
-    pub(crate) fn cached_keys(&self, credential: &str) -> Option<Arc<ParsedKeys>> {
-        self.key_cache.lock().ok()?.get(credential).cloned()
-    }
-
-    pub(crate) fn cache_keys(&self, credential: &str, keys: Arc<ParsedKeys>) {
-        if let Ok(mut cache) = self.key_cache.lock() {
-            if cache.len() >= KEY_CACHE_CAPACITY && !cache.contains_key(credential) {
-                cache.clear();
-            }
-            cache.insert(credential.to_owned(), keys);
-        }
-    }
-
-    pub(crate) fn evict_keys(&self, credential: &str) {
-        if let Ok(mut cache) = self.key_cache.lock() {
-            cache.remove(credential);
-        }
+        let key = crate::audit::load_key(conn, self)?;
+        Ok(self.vault.set_audit_key(key))
     }
 }
 
-/// The encrypted SQLite store. Cheap to clone (a shared handle); `Send + Sync`.
+/// The encrypted store, on SQLite ([`Store::open`]) or PostgreSQL
+/// (`Store::open_postgres`, with the `postgres` feature). Cheap to clone (a shared
+/// handle); `Send + Sync`.
 ///
 /// See the crate docs for what it keeps and how.
 #[derive(Clone)]
-pub struct Store(pub(crate) Arc<Shared>);
+pub struct Store(pub(crate) Backend);
+
+/// Which database a [`Store`] runs on. Every public method of [`Store`] is written for
+/// SQLite beside the SQL it runs, and hands over to `pg/` first when the store is on
+/// PostgreSQL ([`on_postgres!`](crate::on_postgres)).
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite(Arc<Shared>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<crate::pg::PgStore>),
+}
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.0.path)
-            .field("key_id", &self.0.keyring().sealer().key_id())
-            .finish_non_exhaustive()
+        match &self.0 {
+            Backend::Sqlite(shared) => f
+                .debug_struct("Store")
+                .field("path", &shared.path)
+                .field("key_id", &shared.keyring().sealer().key_id())
+                .finish_non_exhaustive(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => f
+                .debug_struct("Store")
+                .field("postgres", &pg.location())
+                .field("key_id", &pg.keyring().sealer().key_id())
+                .finish_non_exhaustive(),
+        }
     }
 }
 
@@ -254,31 +182,78 @@ impl Store {
             .spawn(move || run_writer(writer, rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         let permits = readers.len();
-        Ok(Store(Arc::new(Shared {
+        Ok(Store(Backend::Sqlite(Arc::new(Shared {
             path,
-            keyring: RwLock::new(Arc::new(Keyring { keys: vec![key] })),
+            vault: Vault::new(key, audit_key),
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
             readers: Mutex::new(readers),
             reader_permits: Semaphore::new(permits),
-            key_cache: Mutex::new(HashMap::new()),
-            audit_key: audit_key.map(std::sync::OnceLock::from).unwrap_or_default(),
-        })))
+        }))))
     }
 
-    /// The database file.
+    /// Opens the store at `location`: a SQLite file ([`Store::open_with`]) or, with the
+    /// `postgres` feature, a PostgreSQL database (`Store::open_postgres`).
+    pub async fn open_location(
+        location: &crate::StoreLocation,
+        key: MasterKey,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        match location {
+            crate::StoreLocation::Sqlite(path) => Self::open_with(path, key, options).await,
+            #[cfg(feature = "postgres")]
+            crate::StoreLocation::Postgres(url) => {
+                let pg = crate::pg::PgStore::open(url, key, &options).await?;
+                Ok(Store(Backend::Postgres(pg)))
+            }
+            #[cfg(not(feature = "postgres"))]
+            crate::StoreLocation::Postgres(_) => Err(StoreError::InvalidInput(
+                "bunq-store was built without its postgres feature".to_owned(),
+            )),
+        }
+    }
+
+    /// The database file; empty for a store on PostgreSQL.
     pub fn path(&self) -> &Path {
-        &self.0.path
+        match &self.0 {
+            Backend::Sqlite(shared) => &shared.path,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Path::new(""),
+        }
     }
 
     /// The id of the key new values are sealed under.
     pub fn key_id(&self) -> String {
-        self.0.keyring().sealer().key_id()
+        self.vault().keyring().sealer().key_id()
     }
 
-    /// `PRAGMA integrity_check` answered "ok": the readiness probe of a service that
+    /// The backend's vault (keyring, key cache, audit key).
+    pub(crate) fn vault(&self) -> &Vault {
+        match &self.0 {
+            Backend::Sqlite(shared) => &shared.vault,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg,
+        }
+    }
+
+    /// The SQLite backend, for the helpers below; a store on PostgreSQL never gets here
+    /// (every public method hands over to `pg/` first).
+    fn sqlite(&self) -> Result<&Arc<Shared>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(shared) => Ok(shared),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Err(StoreError::Corrupt(
+                "a SQLite statement was sent to a PostgreSQL store".to_owned(),
+            )),
+        }
+    }
+
+    /// The store answers and its schema is whole: on SQLite `PRAGMA integrity_check`
+    /// answered "ok"; on PostgreSQL the server answers and the schema is at
+    /// [`SCHEMA_VERSION`](crate::SCHEMA_VERSION). The readiness probe of a service that
     /// cannot work without its store.
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.integrity_check());
         self.read(|conn, _| {
             let mut stmt = conn.prepare_cached("PRAGMA integrity_check")?;
             let lines = stmt
@@ -297,10 +272,11 @@ impl Store {
     /// any clone of this store fail with [`StoreError::Closed`]. Dropping the last clone
     /// stops the thread too, without waiting for it.
     pub async fn close(&self) -> Result<(), StoreError> {
-        let sender = self.0.writer.lock().map_err(|_| StoreError::Closed)?.take();
+        crate::on_postgres!(self, pg => pg.close());
+        let shared = self.sqlite()?;
+        let sender = shared.writer.lock().map_err(|_| StoreError::Closed)?.take();
         drop(sender);
-        let thread = self
-            .0
+        let thread = shared
             .writer_thread
             .lock()
             .map_err(|_| StoreError::Closed)?
@@ -311,7 +287,7 @@ impl Store {
                 .map_err(|_| StoreError::Closed)?
                 .map_err(|_| StoreError::Closed)?;
         }
-        if let Ok(mut readers) = self.0.readers.lock() {
+        if let Ok(mut readers) = shared.readers.lock() {
             readers.clear();
         }
         Ok(())
@@ -324,7 +300,7 @@ impl Store {
         F: FnOnce(&mut Connection, &Arc<Shared>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let shared = Arc::clone(&self.0);
+        let shared = Arc::clone(self.sqlite()?);
         let boxed: WriteJob = Box::new(move |conn| {
             // The receiver may have given up (its task was cancelled): nothing to tell.
             let _ = tx.send(job(conn, &shared));
@@ -346,7 +322,7 @@ impl Store {
         F: FnOnce(&Connection, &Arc<Shared>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let shared = Arc::clone(&self.0);
+        let shared = Arc::clone(self.sqlite()?);
         let boxed: GroupedJob = Box::new(move |conn| {
             let conn = match conn {
                 Ok(conn) => conn,
@@ -368,7 +344,11 @@ impl Store {
     }
 
     fn send_job(&self, job: Job) -> Result<(), StoreError> {
-        let writer = self.0.writer.lock().map_err(|_| StoreError::Closed)?;
+        let writer = self
+            .sqlite()?
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Closed)?;
         writer
             .as_ref()
             .ok_or(StoreError::Closed)?
@@ -382,13 +362,13 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection, &Arc<Shared>) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .0
+        let sqlite = self.sqlite()?;
+        let _permit = sqlite
             .reader_permits
             .acquire()
             .await
             .map_err(|_| StoreError::Closed)?;
-        let shared = Arc::clone(&self.0);
+        let shared = Arc::clone(sqlite);
         tokio::task::spawn_blocking(move || {
             let conn = shared
                 .readers

@@ -14,6 +14,21 @@ pub enum StoreError {
     /// newer version of this crate: migrations only go forward).
     #[error("schema migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// PostgreSQL refused or failed (connection, locking, constraint, ...). Never names
+    /// the connection URL.
+    #[cfg(feature = "postgres")]
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool in time (the server is down
+    /// or every connection is busy).
+    #[cfg(feature = "postgres")]
+    #[error("postgres connection pool: {0}")]
+    Pool(String),
+    /// The PostgreSQL schema could not be brought to this version (e.g. the database
+    /// was migrated by a newer version of this crate: migrations only go forward).
+    #[cfg(feature = "postgres")]
+    #[error("postgres schema migration: {0}")]
+    PostgresMigration(#[from] refinery::Error),
     /// A sealed value failed authentication: it was sealed for another table, column or
     /// row (a moved ciphertext), or tampered with. Never answered with garbage.
     #[error(
@@ -48,7 +63,8 @@ pub enum StoreError {
     /// unknown status, a private key that does not parse).
     #[error("corrupt store: {0}")]
     Corrupt(String),
-    /// `PRAGMA integrity_check` found problems.
+    /// `PRAGMA integrity_check` found problems (on PostgreSQL: the schema is not at
+    /// this crate's version).
     #[error("integrity check failed: {0}")]
     Integrity(String),
     /// The database file could not be created.

@@ -16,6 +16,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use rusqlite::{OptionalExtension as _, Row, params};
 
 use crate::schema::{from_db_id, from_db_time, now_db, to_db_id, to_db_time};
+use crate::vault::Vault;
 use crate::{Store, StoreError};
 
 pub(crate) const EVENTS: &str = "events";
@@ -30,7 +31,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_id(prefix: &str) -> Result<String, StoreError> {
+pub(crate) fn random_id(prefix: &str) -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)
@@ -143,43 +144,77 @@ impl fmt::Debug for EventRecord {
     }
 }
 
-const COLUMNS: &str = "seq, id, user_ref, type, payload, received_at, attempts, next_attempt_at, \
-                       delivered_at, dead_at, last_error, confirmed_at, unconfirmed_at";
+pub(crate) const COLUMNS: &str = "seq, id, user_ref, type, payload, received_at, attempts, \
+     next_attempt_at, delivered_at, dead_at, last_error, confirmed_at, unconfirmed_at";
+
+/// An `events` row as stored ([`COLUMNS`], in order), payload still sealed.
+pub(crate) struct RawEvent {
+    pub(crate) seq: i64,
+    pub(crate) id: String,
+    pub(crate) user_ref: String,
+    pub(crate) event_type: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) received_at: i64,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) delivered_at: Option<i64>,
+    pub(crate) dead_at: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) confirmed_at: Option<i64>,
+    pub(crate) unconfirmed_at: Option<i64>,
+}
+
+impl RawEvent {
+    pub(crate) fn open(self, vault: &Vault) -> Result<EventRecord, StoreError> {
+        let payload = vault
+            .keyring()
+            .open(&self.payload, EVENTS, PAYLOAD, &self.id)?;
+        let (state, settled) = match (self.delivered_at, self.dead_at, self.unconfirmed_at) {
+            (Some(t), _, _) => (DeliveryState::Delivered, Some(from_db_time(t)?)),
+            (None, Some(t), _) => (DeliveryState::Dead, Some(from_db_time(t)?)),
+            (None, None, Some(t)) => (DeliveryState::Unconfirmed, Some(from_db_time(t)?)),
+            (None, None, None) => (DeliveryState::Pending, None),
+        };
+        Ok(EventRecord {
+            seq: from_db_id(self.seq, "event seq")?,
+            user_ref: self.user_ref,
+            event_type: self.event_type,
+            payload: payload.to_vec(),
+            received_at: from_db_time(self.received_at)?,
+            attempts: from_db_id(self.attempts, "attempts")?,
+            next_attempt_at: from_db_time(self.next_attempt_at)?,
+            state,
+            confirmed: self.confirmed_at.is_some(),
+            settled_at: settled,
+            last_error: self.last_error,
+            id: self.id,
+        })
+    }
+}
 
 fn event_row(row: &Row<'_>, shared: &crate::db::Shared) -> Result<EventRecord, StoreError> {
-    let seq: i64 = row.get(0)?;
-    let id: String = row.get(1)?;
-    let sealed: Vec<u8> = row.get(4)?;
-    let payload = shared.keyring().open(&sealed, EVENTS, PAYLOAD, &id)?;
-    let delivered: Option<i64> = row.get(8)?;
-    let dead: Option<i64> = row.get(9)?;
-    let confirmed: Option<i64> = row.get(11)?;
-    let unconfirmed: Option<i64> = row.get(12)?;
-    let (state, settled) = match (delivered, dead, unconfirmed) {
-        (Some(t), _, _) => (DeliveryState::Delivered, Some(from_db_time(t)?)),
-        (None, Some(t), _) => (DeliveryState::Dead, Some(from_db_time(t)?)),
-        (None, None, Some(t)) => (DeliveryState::Unconfirmed, Some(from_db_time(t)?)),
-        (None, None, None) => (DeliveryState::Pending, None),
-    };
-    Ok(EventRecord {
-        seq: from_db_id(seq, "event seq")?,
+    RawEvent {
+        seq: row.get(0)?,
+        id: row.get(1)?,
         user_ref: row.get(2)?,
         event_type: row.get(3)?,
-        payload: payload.to_vec(),
-        received_at: from_db_time(row.get(5)?)?,
-        attempts: from_db_id(row.get(6)?, "attempts")?,
-        next_attempt_at: from_db_time(row.get(7)?)?,
-        state,
-        confirmed: confirmed.is_some(),
-        settled_at: settled,
+        payload: row.get(4)?,
+        received_at: row.get(5)?,
+        attempts: row.get(6)?,
+        next_attempt_at: row.get(7)?,
+        delivered_at: row.get(8)?,
+        dead_at: row.get(9)?,
         last_error: row.get(10)?,
-        id,
-    })
+        confirmed_at: row.get(11)?,
+        unconfirmed_at: row.get(12)?,
+    }
+    .open(shared)
 }
 
 impl Store {
     /// The opaque callback id of `user_ref`, created (random) on first use.
     pub async fn callback_id(&self, user_ref: &str) -> Result<String, StoreError> {
+        crate::on_postgres!(self, pg => pg.callback_id(user_ref));
         let user_ref = user_ref.to_owned();
         let fresh = random_id("cb_")?;
         self.write(move |conn, _| {
@@ -197,6 +232,7 @@ impl Store {
 
     /// Whether `user_ref` has a callback id (was ever given a callback URL).
     pub async fn has_callback_id(&self, user_ref: &str) -> Result<bool, StoreError> {
+        crate::on_postgres!(self, pg => pg.has_callback_id(user_ref));
         let user_ref = user_ref.to_owned();
         self.read(move |conn, _| {
             Ok(conn
@@ -210,6 +246,7 @@ impl Store {
 
     /// The user a callback id belongs to, if any.
     pub async fn user_of_callback(&self, callback_id: &str) -> Result<Option<String>, StoreError> {
+        crate::on_postgres!(self, pg => pg.user_of_callback(callback_id));
         let callback_id = callback_id.to_owned();
         self.read(move |conn, _| {
             Ok(conn
@@ -226,6 +263,7 @@ impl Store {
     /// (group commit), which is what lets bunq's callbacks be stored at thousands per
     /// second without weakening that.
     pub async fn record_event(&self, event: NewEvent) -> Result<Recorded, StoreError> {
+        crate::on_postgres!(self, pg => pg.record_event(event));
         let id = random_id("evt_")?;
         let payload = zeroize::Zeroizing::new(event.payload);
         self.write_grouped(move |tx, shared| {
@@ -270,6 +308,7 @@ impl Store {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
+        crate::on_postgres!(self, pg => pg.due_events(now, limit));
         let now = to_db_time(now)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn, shared| {
@@ -296,6 +335,7 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
+        crate::on_postgres!(self, pg => pg.events_after(after, limit));
         let after = to_db_id(after, "cursor")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn, shared| {
@@ -314,6 +354,7 @@ impl Store {
 
     /// One event by its public id.
     pub async fn event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        crate::on_postgres!(self, pg => pg.event(id));
         let id = id.to_owned();
         self.read(move |conn, shared| {
             let mut stmt =
@@ -328,6 +369,7 @@ impl Store {
     /// (one commit for many), like every settlement below: under load the relay's
     /// writes would otherwise take an fsync each between the inserts' groups.
     pub async fn event_delivered(&self, id: &str) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.event_delivered(id));
         let id = id.to_owned();
         self.write_grouped(move |conn, _| {
             conn.prepare_cached(
@@ -348,6 +390,7 @@ impl Store {
         next_attempt_at: SystemTime,
         dead: bool,
     ) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.event_failed(id, error, next_attempt_at, dead));
         let (id, error) = (id.to_owned(), error.to_owned());
         let next = to_db_time(next_attempt_at)?;
         self.write_grouped(move |conn, _| {
@@ -367,6 +410,7 @@ impl Store {
     /// like any payload) and marks it confirmed; the relay then sends that instead of
     /// the callback's body.
     pub async fn event_confirmed(&self, id: &str, payload: Vec<u8>) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.event_confirmed(id, payload));
         let id = id.to_owned();
         let payload = zeroize::Zeroizing::new(payload);
         self.write_grouped(move |conn, shared| {
@@ -388,6 +432,7 @@ impl Store {
     /// (`reason` says how, without personal data). It is never delivered, and the
     /// user's later events are no longer held behind it.
     pub async fn event_unconfirmed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.event_unconfirmed(id, reason));
         let (id, reason) = (id.to_owned(), reason.to_owned());
         self.write_grouped(move |conn, _| {
             conn.prepare_cached(
@@ -407,6 +452,7 @@ impl Store {
         &self,
         settled_before: SystemTime,
     ) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.purge_settled_events(settled_before));
         let before = to_db_time(settled_before)?;
         self.write(move |conn, _| {
             let n = conn
@@ -423,6 +469,7 @@ impl Store {
 
     /// How many events wait for delivery (neither delivered, dead nor unconfirmed).
     pub async fn count_pending_events(&self) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.count_pending_events());
         self.read(|conn, _| {
             let n: i64 = conn
                 .prepare_cached(
@@ -439,6 +486,7 @@ impl Store {
     /// was found unconfirmed, or to send a delivered one again); an unconfirmed one is
     /// checked with bunq again. Returns whether it exists.
     pub async fn redeliver_event(&self, id: &str) -> Result<bool, StoreError> {
+        crate::on_postgres!(self, pg => pg.redeliver_event(id));
         let id = id.to_owned();
         self.write(move |conn, _| {
             let now = now_db()?;

@@ -21,6 +21,7 @@ use ring::digest::{Context, SHA256};
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 
 use crate::schema::{now_db, to_db_time};
+use crate::vault::Vault;
 use crate::{Store, StoreError};
 
 pub(crate) const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
@@ -113,10 +114,60 @@ pub enum IdempotencyBegin {
 }
 
 /// fingerprint, request id, state, status, sealed answer, expiry.
-type RecordRow = (Vec<u8>, String, String, Option<i64>, Option<Vec<u8>>, i64);
+pub(crate) type RecordRow = (Vec<u8>, String, String, Option<i64>, Option<Vec<u8>>, i64);
+
+/// What a stored record says to a new request with its key (both backends).
+pub(crate) enum Judged {
+    /// Answered by the record alone: mismatch, in flight, or the answer to replay.
+    Answer(IdempotencyBegin),
+    /// Resend with the first attempt's request id (the row goes back to `in_flight`).
+    Resend(String),
+    /// Past its retention: the key is new again.
+    Expired,
+}
+
+/// Judges the stored record `row` of row `id` for a request with `fingerprint` at `now`.
+pub(crate) fn judge(
+    row: RecordRow,
+    now: i64,
+    fingerprint: &[u8; 32],
+    vault: &Vault,
+    id: &str,
+) -> Result<Judged, StoreError> {
+    let (stored, request_id, state, status, answer, expires) = row;
+    if expires <= now {
+        return Ok(Judged::Expired);
+    }
+    if stored.as_slice() != fingerprint.as_slice() {
+        return Ok(Judged::Answer(IdempotencyBegin::Mismatch));
+    }
+    match state.as_str() {
+        "in_flight" => Ok(Judged::Answer(IdempotencyBegin::InFlight)),
+        "unknown" => Ok(Judged::Resend(request_id)),
+        "done" => {
+            let status = status
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| StoreError::Corrupt("done record without status".into()))?;
+            let sealed =
+                answer.ok_or_else(|| StoreError::Corrupt("done record without answer".into()))?;
+            let opened = vault
+                .keyring()
+                .open(&sealed, IDEMPOTENCY_KEYS, ANSWER, id)?;
+            let (content_type, body) = unpack(&opened)?;
+            Ok(Judged::Answer(IdempotencyBegin::Replay(StoredAnswer {
+                status,
+                content_type,
+                body,
+            })))
+        }
+        other => Err(StoreError::Corrupt(format!(
+            "unknown idempotency state {other:?}"
+        ))),
+    }
+}
 
 /// Packs content type and body into one sealed value: `len(ct) (u16 BE) ct body`.
-fn pack(content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+pub(crate) fn pack(content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
     let ct = content_type.unwrap_or("").as_bytes();
     let ct = &ct[..ct.len().min(usize::from(u16::MAX))];
     let mut out = Vec::with_capacity(2 + ct.len() + body.len());
@@ -147,6 +198,7 @@ impl Store {
         new_request_id: &str,
         retention: Duration,
     ) -> Result<IdempotencyBegin, StoreError> {
+        crate::on_postgres!(self, pg => pg.begin_idempotent(scope, fingerprint, new_request_id, retention));
         let id = scope.id();
         let user_ref = scope.user_ref.to_owned();
         let new_request_id = new_request_id.to_owned();
@@ -174,50 +226,17 @@ impl Store {
                     ))
                 })
                 .optional()?;
-            let outcome = match row {
-                Some((stored, request_id, state, status, answer, expires)) if expires > now => {
-                    if stored.as_slice() != fingerprint.as_slice() {
-                        IdempotencyBegin::Mismatch
-                    } else {
-                        match state.as_str() {
-                            "in_flight" => IdempotencyBegin::InFlight,
-                            "unknown" => {
-                                tx.prepare_cached(
-                                    "UPDATE idempotency_keys SET state = 'in_flight' WHERE id = ?1",
-                                )?
-                                .execute([&id])?;
-                                IdempotencyBegin::Resend { request_id }
-                            }
-                            "done" => {
-                                let status =
-                                    status.and_then(|s| u16::try_from(s).ok()).ok_or_else(
-                                        || StoreError::Corrupt("done record without status".into()),
-                                    )?;
-                                let sealed = answer.ok_or_else(|| {
-                                    StoreError::Corrupt("done record without answer".into())
-                                })?;
-                                let opened = shared.keyring().open(
-                                    &sealed,
-                                    IDEMPOTENCY_KEYS,
-                                    ANSWER,
-                                    &id,
-                                )?;
-                                let (content_type, body) = unpack(&opened)?;
-                                IdempotencyBegin::Replay(StoredAnswer {
-                                    status,
-                                    content_type,
-                                    body,
-                                })
-                            }
-                            other => {
-                                return Err(StoreError::Corrupt(format!(
-                                    "unknown idempotency state {other:?}"
-                                )));
-                            }
-                        }
-                    }
+            let outcome = match row.map(|row| judge(row, now, &fingerprint, shared, &id)) {
+                Some(Ok(Judged::Answer(outcome))) => outcome,
+                Some(Ok(Judged::Resend(request_id))) => {
+                    tx.prepare_cached(
+                        "UPDATE idempotency_keys SET state = 'in_flight' WHERE id = ?1",
+                    )?
+                    .execute([&id])?;
+                    IdempotencyBegin::Resend { request_id }
                 }
-                _ => {
+                Some(Err(e)) => return Err(e),
+                None | Some(Ok(Judged::Expired)) => {
                     tx.prepare_cached(
                         "INSERT INTO idempotency_keys (id, user_ref, fingerprint, request_id, state,
                                                        created_at, expires_at)
@@ -254,6 +273,7 @@ impl Store {
         scope: IdempotencyScope<'_>,
         answer: &StoredAnswer,
     ) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.finish_idempotent(scope, answer));
         let id = scope.id();
         let status = i64::from(answer.status);
         let packed = zeroize::Zeroizing::new(pack(answer.content_type.as_deref(), &answer.body));
@@ -275,6 +295,7 @@ impl Store {
     /// Records that the request under `scope` was sent and its answer lost: the next
     /// request with the key resends with the same request id.
     pub async fn unknown_idempotent(&self, scope: IdempotencyScope<'_>) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.unknown_idempotent(scope));
         let id = scope.id();
         self.write(move |conn, _| {
             conn.prepare_cached("UPDATE idempotency_keys SET state = 'unknown' WHERE id = ?1")?
@@ -290,6 +311,7 @@ impl Store {
     /// Only an `in_flight` row that was never sent may be forgotten; one that is a resend
     /// of an unknown outcome goes back to `unknown` with [`Store::unknown_idempotent`].
     pub async fn abandon_idempotent(&self, scope: IdempotencyScope<'_>) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.abandon_idempotent(scope));
         let id = scope.id();
         self.write(move |conn, _| {
             conn.prepare_cached("DELETE FROM idempotency_keys WHERE id = ?1")?
@@ -302,6 +324,7 @@ impl Store {
     /// At start: every `in_flight` record belonged to a process that is gone, and may
     /// have been sent: make it `unknown`. Returns how many.
     pub async fn recover_idempotency(&self) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.recover_idempotency());
         self.write(|conn, _| {
             let n = conn
                 .prepare_cached(
@@ -315,6 +338,7 @@ impl Store {
 
     /// Deletes records past their retention. Returns how many.
     pub async fn purge_expired_idempotency(&self) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.purge_expired_idempotency());
         self.write(|conn, _| {
             let n = conn
                 .prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")?

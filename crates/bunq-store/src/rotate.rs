@@ -12,7 +12,7 @@ use crate::users::{ACCESS_TOKEN, USERS};
 use crate::{Store, StoreError};
 
 /// Every sealed column: (table, row-key column, sealed column).
-const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
+pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     (USERS, "user_ref", ACCESS_TOKEN),
     (CONTEXTS, "credential", SECRET),
     (CONTEXTS, "credential", INSTALLATION_TOKEN),
@@ -44,6 +44,7 @@ impl Store {
     /// [`StoreError::UnknownKeyId`] (naming the key found and the key held) instead of
     /// failing every later request. Reads only the 9-byte headers, not the values.
     pub async fn check_master_key(&self) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.check_master_key());
         self.read(|conn, shared| {
             let keyring = shared.keyring();
             let held: Vec<Vec<u8>> = keyring
@@ -95,6 +96,7 @@ impl Store {
                 "rotation to the same key".to_owned(),
             ));
         }
+        crate::on_postgres!(self, pg => pg.rotate_key(old, new));
         let (old, new) = (old.clone(), new.clone());
         self.write(move |conn, shared| {
             let tx = conn.transaction()?;
@@ -148,23 +150,40 @@ fn rotate_column(
         "UPDATE {table} SET {column} = ?2 WHERE {row_key} = ?1"
     ))?;
     for (row, blob) in rows {
-        let id = sealed_key_id(&blob, table, column, &row)?;
-        if id == new.id() {
-            report.already_new += 1;
-        } else if id == old.id() {
-            let plain = old.open(&blob, table, column, &row)?;
-            let sealed = new.seal(&plain, table, column, &row)?;
+        if let Some(sealed) = reseal(old, new, table, column, &row, &blob, report)? {
             update.execute(params![row, sealed])?;
-            report.reencrypted += 1;
-        } else {
-            return Err(StoreError::UnknownKeyId {
-                key_id: id.to_string(),
-                held: format!("{} or {}", old.key_id(), new.key_id()),
-                table,
-                column,
-                row,
-            });
         }
     }
     Ok(())
+}
+
+/// The value `blob` of `table.column` in `row` sealed under `new`, if it is under
+/// `old`; `None` if it is under `new` already (counted in `report`); an error if it is
+/// under neither (both backends).
+pub(crate) fn reseal(
+    old: &MasterKey,
+    new: &MasterKey,
+    table: &'static str,
+    column: &'static str,
+    row: &str,
+    blob: &[u8],
+    report: &mut RotationReport,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let id = sealed_key_id(blob, table, column, row)?;
+    if id == new.id() {
+        report.already_new += 1;
+        Ok(None)
+    } else if id == old.id() {
+        let plain = old.open(blob, table, column, row)?;
+        report.reencrypted += 1;
+        new.seal(&plain, table, column, row).map(Some)
+    } else {
+        Err(StoreError::UnknownKeyId {
+            key_id: id.to_string(),
+            held: format!("{} or {}", old.key_id(), new.key_id()),
+            table,
+            column,
+            row: row.to_owned(),
+        })
+    }
 }

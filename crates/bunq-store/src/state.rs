@@ -16,6 +16,7 @@ impl Store {
     /// Records a freshly issued state. A digest already present is an error (a state
     /// is issued once).
     pub async fn insert_state(&self, state: &PendingState) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.insert_state(state));
         let state = state.clone();
         let created_at = to_db_time(state.created_at)?;
         let expires_at = to_db_time(state.expires_at)?;
@@ -40,6 +41,7 @@ impl Store {
 
     /// Consumes the state stored under `key`, at most once over all callers.
     pub async fn take_state(&self, key: &StateKey) -> Result<TakeOutcome, StoreError> {
+        crate::on_postgres!(self, pg => pg.take_state(key));
         let key = key.clone();
         self.write(move |conn, _| {
             // IMMEDIATE takes the write lock before the read, so even another process on
@@ -90,6 +92,7 @@ impl Store {
 
     /// Forgets states (pending or taken) that expired before `now`; returns how many.
     pub async fn sweep_states(&self, now: SystemTime) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.sweep_states(now));
         let now = to_db_time(now)?;
         self.write(move |conn, _| {
             let n = conn

@@ -38,7 +38,7 @@ impl UserStatus {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(name: &str) -> Result<Self, StoreError> {
         match name {
             "connecting" => Ok(UserStatus::Connecting),
             "connected" => Ok(UserStatus::Connected),
@@ -90,61 +90,73 @@ impl UserRecord {
     }
 }
 
+/// The columns of a user row as stored, before they are checked and converted.
+pub(crate) struct RawUser {
+    pub(crate) bunq_user_id: Option<i64>,
+    pub(crate) granted_by: Option<i64>,
+    pub(crate) status: String,
+    pub(crate) status_reason: Option<String>,
+    pub(crate) status_since: i64,
+    pub(crate) connected_at: Option<i64>,
+    pub(crate) updated_at: i64,
+    pub(crate) credential: Option<String>,
+    pub(crate) last_consent: Option<String>,
+    pub(crate) last_consent_at: Option<i64>,
+    pub(crate) pending: i64,
+}
+
+/// The columns [`RawUser`] is read from, in its order (both backends).
+pub(crate) const USER_COLUMNS: &str = "bunq_user_id, granted_by_user_id, status, status_reason, \
+     status_since, connected_at, updated_at, credential, last_consent, last_consent_at, \
+     (SELECT COUNT(*) FROM consents c WHERE c.user_ref = users.user_ref)";
+
+impl RawUser {
+    pub(crate) fn into_record(self, user_ref: &str) -> Result<UserRecord, StoreError> {
+        let id = |v: Option<i64>, what| v.map(|id| from_db_id(id, what)).transpose();
+        Ok(UserRecord {
+            user_ref: user_ref.to_owned(),
+            bunq_user_id: id(self.bunq_user_id, "bunq user id")?,
+            granted_by_user_id: id(self.granted_by, "granted-by user id")?,
+            status: UserStatus::parse(&self.status)?,
+            status_reason: self.status_reason,
+            status_since: from_db_time(self.status_since)?,
+            connected_at: self.connected_at.map(from_db_time).transpose()?,
+            updated_at: from_db_time(self.updated_at)?,
+            credential: self.credential,
+            pending_consents: from_db_id(self.pending, "consent count")?,
+            last_consent: match (self.last_consent, self.last_consent_at) {
+                (Some(what), Some(at)) => Some((what, from_db_time(at)?)),
+                _ => None,
+            },
+        })
+    }
+}
+
 pub(crate) fn user_row(
     conn: &Connection,
     user_ref: &str,
 ) -> Result<Option<UserRecord>, StoreError> {
     let row = conn
-        .prepare_cached(
-            "SELECT bunq_user_id, granted_by_user_id, status, status_reason, status_since,
-                    connected_at, updated_at, credential, last_consent, last_consent_at,
-                    (SELECT COUNT(*) FROM consents c WHERE c.user_ref = users.user_ref)
-             FROM users WHERE user_ref = ?1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE user_ref = ?1"
+        ))?
         .query_row([user_ref], |r| {
-            Ok((
-                (
-                    r.get::<_, Option<i64>>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ),
-                (
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<i64>>(9)?,
-                    r.get::<_, i64>(10)?,
-                ),
-            ))
+            Ok(RawUser {
+                bunq_user_id: r.get(0)?,
+                granted_by: r.get(1)?,
+                status: r.get(2)?,
+                status_reason: r.get(3)?,
+                status_since: r.get(4)?,
+                connected_at: r.get(5)?,
+                updated_at: r.get(6)?,
+                credential: r.get(7)?,
+                last_consent: r.get(8)?,
+                last_consent_at: r.get(9)?,
+                pending: r.get(10)?,
+            })
         })
         .optional()?;
-    let Some((
-        (bunq_user_id, granted_by, status, status_reason, status_since),
-        (connected_at, updated_at, credential, last_consent, last_consent_at, pending),
-    )) = row
-    else {
-        return Ok(None);
-    };
-    let id = |v: Option<i64>, what| v.map(|id| from_db_id(id, what)).transpose();
-    Ok(Some(UserRecord {
-        user_ref: user_ref.to_owned(),
-        bunq_user_id: id(bunq_user_id, "bunq user id")?,
-        granted_by_user_id: id(granted_by, "granted-by user id")?,
-        status: UserStatus::parse(&status)?,
-        status_reason,
-        status_since: from_db_time(status_since)?,
-        connected_at: connected_at.map(from_db_time).transpose()?,
-        updated_at: from_db_time(updated_at)?,
-        credential,
-        pending_consents: from_db_id(pending, "consent count")?,
-        last_consent: match (last_consent, last_consent_at) {
-            (Some(what), Some(at)) => Some((what, from_db_time(at)?)),
-            _ => None,
-        },
-    }))
+    row.map(|raw| raw.into_record(user_ref)).transpose()
 }
 
 impl Store {
@@ -159,6 +171,7 @@ impl Store {
         user_ref: &str,
         token: &SecretString,
     ) -> Result<(), StoreError> {
+        crate::on_postgres!(self, pg => pg.put_access_token(user_ref, token));
         let user_ref = user_ref.to_owned();
         let token = token.clone();
         self.write(move |conn, shared| {
@@ -185,6 +198,7 @@ impl Store {
 
     /// The OAuth access token of `user_ref`, if the user exists.
     pub async fn access_token(&self, user_ref: &str) -> Result<Option<SecretString>, StoreError> {
+        crate::on_postgres!(self, pg => pg.access_token(user_ref));
         let user_ref = user_ref.to_owned();
         self.read(move |conn, shared| read_access_token(conn, shared, &user_ref))
             .await
@@ -198,6 +212,7 @@ impl Store {
         user_ref: &str,
         bunq_user_id: u64,
     ) -> Result<UserRecord, StoreError> {
+        crate::on_postgres!(self, pg => pg.mark_connected(user_ref, bunq_user_id));
         let user_ref = user_ref.to_owned();
         let db_id = to_db_id(bunq_user_id, "bunq user id")?;
         self.write(move |conn, shared| {
@@ -231,6 +246,7 @@ impl Store {
 
     /// The user row of `user_ref`, without secrets.
     pub async fn user(&self, user_ref: &str) -> Result<Option<UserRecord>, StoreError> {
+        crate::on_postgres!(self, pg => pg.user(user_ref));
         let user_ref = user_ref.to_owned();
         self.read(move |conn, _| user_row(conn, &user_ref)).await
     }
@@ -252,6 +268,7 @@ impl Store {
         user_ref: &str,
         actor: Option<&str>,
     ) -> Result<bool, StoreError> {
+        crate::on_postgres!(self, pg => pg.delete_user_by(user_ref, actor));
         let user_ref = user_ref.to_owned();
         let actor = actor.map(str::to_owned);
         self.write(move |conn, shared| {
@@ -315,6 +332,7 @@ impl Store {
 
     /// How many user rows there are (connecting or connected).
     pub async fn count_users(&self) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.count_users());
         self.read(|conn, _| {
             let n: i64 = conn
                 .prepare_cached("SELECT COUNT(*) FROM users")?
@@ -326,6 +344,7 @@ impl Store {
 
     /// How many users are connected.
     pub async fn count_connected_users(&self) -> Result<u64, StoreError> {
+        crate::on_postgres!(self, pg => pg.count_connected_users());
         self.read(|conn, _| {
             let n: i64 = conn
                 .prepare_cached("SELECT COUNT(*) FROM users WHERE status = 'connected'")?

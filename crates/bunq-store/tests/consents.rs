@@ -2,6 +2,7 @@
 //! identities are compared, deletions win, revocations are durable.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, SystemTime};
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bunq_oauth::{PendingState, StateContext, StateKey, StateStore as _};
 use bunq_session::{ContextStore as _, CredentialId};
 use bunq_store::{AuditEvent, ConsentCompletion, ConsentRefusal, MasterKey, Store, UserStatus};
-use common::{context, temp_db};
+use common::{TestDb, context};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// Issues and takes a state for `user_ref`, as a callback does before its code exchange.
@@ -30,17 +31,8 @@ async fn taken_state(store: &Store, user_ref: &str, key: &str) -> StateKey {
     pending.key
 }
 
-async fn open() -> (common::TempDb, Store) {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
-    (db, store)
-}
-
-#[tokio::test]
-async fn a_first_consent_connects_under_its_own_credential() {
-    let (_db, store) = open().await;
+async fn a_first_consent_connects_under_its_own_credential(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let state = taken_state(&store, "alice", "s1").await;
     let consent = store
         .add_consent(&state, "alice", &SecretString::from("tok-1"), false)
@@ -98,9 +90,8 @@ async fn a_first_consent_connects_under_its_own_credential() {
     );
 }
 
-#[tokio::test]
-async fn a_new_consent_keeps_the_old_connection_until_it_completes_then_replaces_it() {
-    let (_db, store) = open().await;
+async fn a_new_consent_keeps_the_old_connection_until_it_completes_then_replaces_it(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let s1 = taken_state(&store, "alice", "s1").await;
     let first = store
         .add_consent(&s1, "alice", &SecretString::from("tok-1"), false)
@@ -162,9 +153,8 @@ async fn a_new_consent_keeps_the_old_connection_until_it_completes_then_replaces
     );
 }
 
-#[tokio::test]
-async fn a_consent_from_another_bunq_account_is_refused_unless_it_may_replace() {
-    let (_db, store) = open().await;
+async fn a_consent_from_another_bunq_account_is_refused_unless_it_may_replace(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let s1 = taken_state(&store, "alice", "s1").await;
     let first = store
         .add_consent(&s1, "alice", &SecretString::from("tok-1"), false)
@@ -252,9 +242,8 @@ async fn a_consent_from_another_bunq_account_is_refused_unless_it_may_replace() 
     );
 }
 
-#[tokio::test]
-async fn a_deletion_after_the_state_was_taken_wins_over_the_callback() {
-    let (_db, store) = open().await;
+async fn a_deletion_after_the_state_was_taken_wins_over_the_callback(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let s1 = taken_state(&store, "alice", "s1").await;
     store.delete_user("alice").await.unwrap();
     assert_eq!(
@@ -293,12 +282,10 @@ async fn a_deletion_after_the_state_was_taken_wins_over_the_callback() {
     assert!(store.user("bob").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn revocation_is_durable_and_only_for_the_live_credential() {
-    let db = temp_db();
+async fn revocation_is_durable_and_only_for_the_live_credential(db: TestDb) {
     let key = MasterKey::generate().unwrap();
     let credential = {
-        let store = Store::open(&db.path, key.clone()).await.unwrap();
+        let store = db.open(&key).await;
         let s1 = taken_state(&store, "alice", "s1").await;
         let consent = store
             .add_consent(&s1, "alice", &SecretString::from("tok"), false)
@@ -327,7 +314,7 @@ async fn revocation_is_durable_and_only_for_the_live_credential() {
         );
         consent.credential
     };
-    let store = Store::open(&db.path, key).await.unwrap();
+    let store = db.open(&key).await;
     let user = store.user("alice").await.unwrap().unwrap();
     assert_eq!(user.status, UserStatus::Revoked);
     assert_eq!(
@@ -370,9 +357,8 @@ async fn revocation_is_durable_and_only_for_the_live_credential() {
     );
 }
 
-#[tokio::test]
-async fn a_refused_consent_sets_the_status_only_without_a_live_connection() {
-    let (_db, store) = open().await;
+async fn a_refused_consent_sets_the_status_only_without_a_live_connection(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let s1 = taken_state(&store, "alice", "s1").await;
     let consent = store
         .add_consent(&s1, "alice", &SecretString::from("tok"), false)
@@ -425,3 +411,12 @@ async fn a_refused_consent_sets_the_status_only_without_a_live_connection() {
         Some("revoked")
     );
 }
+
+on_both_backends!(
+    a_first_consent_connects_under_its_own_credential,
+    a_new_consent_keeps_the_old_connection_until_it_completes_then_replaces_it,
+    a_consent_from_another_bunq_account_is_refused_unless_it_may_replace,
+    a_deletion_after_the_state_was_taken_wins_over_the_callback,
+    revocation_is_durable_and_only_for_the_live_credential,
+    a_refused_consent_sets_the_status_only_without_a_live_connection,
+);

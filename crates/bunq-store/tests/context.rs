@@ -1,27 +1,26 @@
 //! The `bunq_session::ContextStore` implementation.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use bunq_session::{ContextStore as _, CredentialId, UserKind};
 use bunq_store::{AuditEvent, MasterKey};
-use common::{context, installation_key, open, server_key, temp_db};
+use common::{TestDb, context, installation_key, server_key};
 use secrecy::ExposeSecret as _;
 
-#[tokio::test]
-async fn saved_context_loads_back_identically_after_reopen() {
-    let db = temp_db();
+async fn saved_context_loads_back_identically_after_reopen(db: TestDb) {
     let key = MasterKey::generate().unwrap();
     let cred = CredentialId::new("alice");
     let saved = context("access-token", "installation-token", "session-token", 77);
     {
-        let store = open(&db.path, &key).await;
+        let store = db.open(&key).await;
         assert!(store.load(&cred).await.unwrap().is_none());
         store.save(&cred, &saved).await.unwrap();
         store.close().await.unwrap();
     }
     // A fresh store has no parsed-key cache: this load parses from the database.
-    let store = open(&db.path, &key).await;
+    let store = db.open(&key).await;
     let loaded = store.load(&cred).await.unwrap().unwrap();
     assert_eq!(loaded.api_base, saved.api_base);
     assert_eq!(loaded.secret.expose_secret(), "access-token");
@@ -53,10 +52,8 @@ async fn saved_context_loads_back_identically_after_reopen() {
     assert_eq!(session.expires_at, want.expires_at);
 }
 
-#[tokio::test]
-async fn context_without_user_row_is_stored_for_api_key_credentials() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn context_without_user_row_is_stored_for_api_key_credentials(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let cred = CredentialId::new("xtask:sandbox-api-key");
     let mut ctx = context("sandbox_api_key", "inst", "sess", 1);
     ctx.device = None;
@@ -70,10 +67,8 @@ async fn context_without_user_row_is_stored_for_api_key_credentials() {
     assert!(store.audit_log(None).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn session_created_is_audited_once_per_new_session_id() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn session_created_is_audited_once_per_new_session_id(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let cred = CredentialId::new("alice");
     store
         .save(&cred, &context("a", "i", "s1", 1))
@@ -109,10 +104,8 @@ async fn session_created_is_audited_once_per_new_session_id() {
     );
 }
 
-#[tokio::test]
-async fn token_and_context_read_together() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn token_and_context_read_together(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     store
         .put_access_token("alice", &secrecy::SecretString::from("tok"))
         .await
@@ -128,10 +121,8 @@ async fn token_and_context_read_together() {
     assert!(token.is_none() && ctx.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_reads_and_writes_all_succeed() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn concurrent_reads_and_writes_all_succeed(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
@@ -151,3 +142,11 @@ async fn concurrent_reads_and_writes_all_succeed() {
             .unwrap();
     }
 }
+
+on_both_backends!(
+    saved_context_loads_back_identically_after_reopen,
+    context_without_user_row_is_stored_for_api_key_credentials,
+    session_created_is_audited_once_per_new_session_id,
+    token_and_context_read_together,
+    concurrent_reads_and_writes_all_succeed,
+);

@@ -1,14 +1,19 @@
 //! An acknowledged write survives SIGKILL: a child process writes connected users in a
 //! loop and prints each acknowledged one; the parent kills it mid-stream and checks
-//! every acknowledged write is in the reopened database.
+//! every acknowledged write is in the reopened database (a SQLite file, or a PostgreSQL
+//! schema).
 #![allow(clippy::unwrap_used)]
+
+#[allow(unused_macros)]
+mod common;
 
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bunq_store::{Durability, MasterKey, Store, StoreOptions, UserStatus};
+use bunq_store::{Durability, MasterKey, Store, StoreLocation, StoreOptions, UserStatus};
+use common::TestDb;
 use secrecy::{ExposeSecret as _, SecretString};
 
 const CHILD_DB: &str = "BUNQ_STORE_DURABILITY_CHILD_DB";
@@ -44,7 +49,8 @@ fn durability_child_writer() {
     runtime.block_on(async {
         let key = MasterKey::from_base64(&key).unwrap();
         let options = StoreOptions::default().durability(durability);
-        let store = Store::open_with(&db, key, options).await.unwrap();
+        let location = StoreLocation::parse(&db).unwrap();
+        let store = Store::open_location(&location, key, options).await.unwrap();
         let started = Instant::now();
         for i in 0..CHILD_MAX_WRITES {
             if started.elapsed() > CHILD_MAX_TIME {
@@ -62,9 +68,7 @@ fn durability_child_writer() {
     });
 }
 
-fn killed_writer_loses_no_acknowledged_write(mode: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("durable.db");
+fn killed_writer_loses_no_acknowledged_write(db: &TestDb, mode: &str) {
     let key = MasterKey::generate().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -73,7 +77,7 @@ fn killed_writer_loses_no_acknowledged_write(mode: &str) {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_DB, &db)
+        .env(CHILD_DB, db.location())
         .env(CHILD_KEY, key.to_base64().expose_secret())
         .env(CHILD_MODE, mode)
         .stdout(Stdio::piped())
@@ -117,7 +121,7 @@ fn killed_writer_loses_no_acknowledged_write(mode: &str) {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = Store::open(&db, key).await.unwrap();
+        let store = db.open(&key).await;
         store.integrity_check().await.unwrap();
         for &i in &acked {
             let user = format!("user-{i}");
@@ -146,11 +150,23 @@ fn killed_writer_loses_no_acknowledged_write(mode: &str) {
 #[cfg(unix)]
 #[test]
 fn killed_writer_loses_no_acknowledged_write_with_full_sync() {
-    killed_writer_loses_no_acknowledged_write("full");
+    killed_writer_loses_no_acknowledged_write(&TestDb::sqlite(), "full");
 }
 
 #[cfg(unix)]
 #[test]
 fn killed_writer_loses_no_acknowledged_write_with_normal_sync() {
-    killed_writer_loses_no_acknowledged_write("normal");
+    killed_writer_loses_no_acknowledged_write(&TestDb::sqlite(), "normal");
+}
+
+/// On PostgreSQL the killed process is only the client: a commit the server
+/// acknowledged (`synchronous_commit = on`) is there, whatever happens to the gateway.
+#[cfg(unix)]
+#[test]
+fn killed_writer_loses_no_acknowledged_write_on_postgres() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = runtime.block_on(TestDb::postgres()) else {
+        return;
+    };
+    killed_writer_loses_no_acknowledged_write(&db, "full");
 }

@@ -3,12 +3,13 @@
 //! re-sealed by a key rotation.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, SystemTime};
 
 use bunq_store::{DeliveryState, MasterKey, NewEvent, Recorded, callback_dedupe_key};
-use common::{open, raw, temp_db};
+use common::TestDb;
 
 fn bunq_event(user_ref: &str, body: &str) -> NewEvent {
     NewEvent {
@@ -26,10 +27,8 @@ fn new_id(r: Recorded) -> String {
     }
 }
 
-#[tokio::test]
-async fn the_same_callback_three_times_is_stored_once() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn the_same_callback_three_times_is_stored_once(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let id = new_id(
         store
             .record_event(bunq_event("alice", "{\"a\":1}"))
@@ -58,10 +57,8 @@ async fn the_same_callback_three_times_is_stored_once() {
     assert_eq!(all[0].state, DeliveryState::Pending);
 }
 
-#[tokio::test]
-async fn only_the_oldest_pending_event_of_a_user_is_due() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn only_the_oldest_pending_event_of_a_user_is_due(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let a1 = new_id(store.record_event(bunq_event("alice", "1")).await.unwrap());
     let a2 = new_id(store.record_event(bunq_event("alice", "2")).await.unwrap());
     let b1 = new_id(store.record_event(bunq_event("bob", "1")).await.unwrap());
@@ -131,11 +128,9 @@ async fn only_the_oldest_pending_event_of_a_user_is_due() {
     assert!(!store.redeliver_event("evt_nope").await.unwrap());
 }
 
-#[tokio::test]
-async fn the_cursor_pages_in_order_and_survives_a_reopen() {
-    let db = temp_db();
+async fn the_cursor_pages_in_order_and_survives_a_reopen(db: TestDb) {
     let key = MasterKey::generate().unwrap();
-    let store = open(&db.path, &key).await;
+    let store = db.open(&key).await;
     for i in 0..5 {
         store
             .record_event(bunq_event("alice", &i.to_string()))
@@ -145,17 +140,15 @@ async fn the_cursor_pages_in_order_and_survives_a_reopen() {
     let first = store.events_after(0, 2).await.unwrap();
     assert_eq!(first.len(), 2);
     store.close().await.unwrap();
-    let store = open(&db.path, &key).await;
+    let store = db.open(&key).await;
     let rest = store.events_after(first[1].seq, 10).await.unwrap();
     let bodies: Vec<&[u8]> = rest.iter().map(|e| e.payload.as_slice()).collect();
     assert_eq!(bodies, [b"2".as_slice(), b"3", b"4"]);
 }
 
-#[tokio::test]
-async fn payloads_are_sealed_bound_to_their_row_and_rotated() {
-    let db = temp_db();
+async fn payloads_are_sealed_bound_to_their_row_and_rotated(db: TestDb) {
     let old = MasterKey::generate().unwrap();
-    let store = open(&db.path, &old).await;
+    let store = db.open(&old).await;
     let secret = "{\"iban\":\"NL00BUNQ0123456789\"}";
     let a = new_id(
         store
@@ -169,21 +162,21 @@ async fn payloads_are_sealed_bound_to_their_row_and_rotated() {
             .await
             .unwrap(),
     );
-    let conn = raw(&db.path);
-    let stored: Vec<u8> = conn
-        .query_row("SELECT payload FROM events WHERE id = ?1", [&a], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let stored = db
+        .bytes(&format!("SELECT payload FROM events WHERE id = '{a}'"))
+        .await
+        .remove(0);
     assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()));
     // Moved to another row, it does not open.
-    conn.execute(
-        "UPDATE events SET payload = (SELECT payload FROM events WHERE id = ?1) WHERE id = ?2",
-        [&a, &b],
-    )
+    db.exec(&format!(
+        "UPDATE events SET payload = (SELECT payload FROM events WHERE id = '{a}') \
+         WHERE id = '{b}'"
+    ))
+    .await
     .unwrap();
     assert!(store.event(&b).await.is_err());
-    conn.execute("DELETE FROM events WHERE id = ?1", [&b])
+    db.exec(&format!("DELETE FROM events WHERE id = '{b}'"))
+        .await
         .unwrap();
 
     let new = MasterKey::generate().unwrap();
@@ -191,7 +184,7 @@ async fn payloads_are_sealed_bound_to_their_row_and_rotated() {
     // The event's payload and the audit log's hashing key.
     assert_eq!(report.reencrypted, 2);
     store.close().await.unwrap();
-    let store = open(&db.path, &new).await;
+    let store = db.open(&new).await;
     store.check_master_key().await.unwrap();
     assert_eq!(
         store.event(&a).await.unwrap().unwrap().payload,
@@ -199,10 +192,8 @@ async fn payloads_are_sealed_bound_to_their_row_and_rotated() {
     );
 }
 
-#[tokio::test]
-async fn callback_ids_are_random_stable_and_die_with_the_user() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn callback_ids_are_random_stable_and_die_with_the_user(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let id = store.callback_id("alice").await.unwrap();
     assert!(id.starts_with("cb_") && id.len() == 35, "{id}");
     assert_eq!(store.callback_id("alice").await.unwrap(), id);
@@ -220,10 +211,8 @@ async fn callback_ids_are_random_stable_and_die_with_the_user() {
     assert_eq!(store.user_of_callback(&id).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn confirmation_replaces_the_payload_and_unconfirmed_events_are_settled() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn confirmation_replaces_the_payload_and_unconfirmed_events_are_settled(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let forged = new_id(
         store
             .record_event(bunq_event("alice", "forged"))
@@ -267,10 +256,8 @@ async fn confirmation_replaces_the_payload_and_unconfirmed_events_are_settled() 
     );
 }
 
-#[tokio::test]
-async fn retention_purges_settled_events_only_and_deleting_a_user_erases_theirs() {
-    let db = temp_db();
-    let store = open(&db.path, &MasterKey::generate().unwrap()).await;
+async fn retention_purges_settled_events_only_and_deleting_a_user_erases_theirs(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let delivered = new_id(store.record_event(bunq_event("alice", "1")).await.unwrap());
     let unconfirmed = new_id(store.record_event(bunq_event("alice", "2")).await.unwrap());
     let dead = new_id(store.record_event(bunq_event("alice", "3")).await.unwrap());
@@ -314,3 +301,13 @@ async fn retention_purges_settled_events_only_and_deleting_a_user_erases_theirs(
     );
     assert!(store.event(&bobs).await.unwrap().is_some());
 }
+
+on_both_backends!(
+    the_same_callback_three_times_is_stored_once,
+    only_the_oldest_pending_event_of_a_user_is_due,
+    the_cursor_pages_in_order_and_survives_a_reopen,
+    payloads_are_sealed_bound_to_their_row_and_rotated,
+    callback_ids_are_random_stable_and_die_with_the_user,
+    confirmation_replaces_the_payload_and_unconfirmed_events_are_settled,
+    retention_purges_settled_events_only_and_deleting_a_user_erases_theirs,
+);

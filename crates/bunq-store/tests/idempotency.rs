@@ -1,14 +1,15 @@
 //! Idempotency records: every answer of the key table, concurrency, restarts, expiry.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use bunq_store::{
-    IdempotencyBegin, IdempotencyScope, MasterKey, Store, StoredAnswer, request_fingerprint,
+    IdempotencyBegin, IdempotencyScope, MasterKey, StoredAnswer, request_fingerprint,
 };
-use common::temp_db;
+use common::TestDb;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -28,12 +29,8 @@ fn payment() -> [u8; 32] {
     )
 }
 
-#[tokio::test]
-async fn the_key_table() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn the_key_table(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let fp = payment();
     assert_eq!(
         store
@@ -114,12 +111,8 @@ async fn the_key_table() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_first_uses_of_a_key_send_once() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn concurrent_first_uses_of_a_key_send_once(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let tasks: Vec<_> = (0..5)
         .map(|i| {
             let store = store.clone();
@@ -142,18 +135,16 @@ async fn concurrent_first_uses_of_a_key_send_once() {
     assert_eq!(sends, 1);
 }
 
-#[tokio::test]
-async fn a_restart_turns_in_flight_records_into_unknown_ones() {
-    let db = temp_db();
+async fn a_restart_turns_in_flight_records_into_unknown_ones(db: TestDb) {
     let key = MasterKey::generate().unwrap();
     {
-        let store = Store::open(&db.path, key.clone()).await.unwrap();
+        let store = db.open(&key).await;
         store
             .begin_idempotent(scope("k"), payment(), "rid-1", DAY)
             .await
             .unwrap();
     }
-    let store = Store::open(&db.path, key).await.unwrap();
+    let store = db.open(&key).await;
     assert_eq!(store.recover_idempotency().await.unwrap(), 1);
     assert_eq!(
         store
@@ -166,12 +157,8 @@ async fn a_restart_turns_in_flight_records_into_unknown_ones() {
     );
 }
 
-#[tokio::test]
-async fn records_expire_after_their_retention() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn records_expire_after_their_retention(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let short = Duration::from_millis(50);
     store
         .begin_idempotent(scope("k"), payment(), "rid-1", short)
@@ -204,12 +191,8 @@ async fn records_expire_after_their_retention() {
     assert_eq!(store.purge_expired_idempotency().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn answers_are_sealed_at_rest() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn answers_are_sealed_at_rest(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     store
         .begin_idempotent(scope("k"), payment(), "rid-1", DAY)
         .await
@@ -227,13 +210,18 @@ async fn answers_are_sealed_at_rest() {
         .await
         .unwrap();
     drop(store);
-    let mut raw = std::fs::read(&db.path).unwrap();
-    if let Ok(wal) = std::fs::read(db.path.with_extension("db-wal")) {
-        raw.extend(wal);
-    }
+    let raw = db.dump().await;
     assert!(!raw.windows(20).any(|w| w == b"NL00BUNQ-SECRET-IBAN"));
     // The scan sees the row (its clear request id), so the absence above means sealed.
     // (It used to check that no `k\0\0` appears; with `secure_delete` zeroing free
     // space, a random ciphertext byte `k` before zeroes made that fail 1 time in ~20.)
     assert!(raw.windows(5).any(|w| w == b"rid-1"), "sanity");
 }
+
+on_both_backends!(
+    the_key_table,
+    concurrent_first_uses_of_a_key_send_once,
+    a_restart_turns_in_flight_records_into_unknown_ones,
+    records_expire_after_their_retention,
+    answers_are_sealed_at_rest,
+);

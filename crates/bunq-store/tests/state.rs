@@ -1,13 +1,14 @@
 //! The `bunq_oauth::StateStore` implementation.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, SystemTime};
 
 use bunq_oauth::{PendingState, StateContext, StateKey, StateStore as _, TakeOutcome};
-use bunq_store::{MasterKey, Store};
-use common::temp_db;
+use bunq_store::MasterKey;
+use common::TestDb;
 use secrecy::SecretString;
 
 fn state(key: &str, expires_in: Duration) -> PendingState {
@@ -24,12 +25,8 @@ fn state(key: &str, expires_in: Duration) -> PendingState {
     }
 }
 
-#[tokio::test]
-async fn state_is_taken_once_then_reported_as_replay() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn state_is_taken_once_then_reported_as_replay(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let pending = state("digest-1", Duration::from_secs(600));
     store.insert(&pending).await.unwrap();
     assert_eq!(
@@ -48,13 +45,11 @@ async fn state_is_taken_once_then_reported_as_replay() {
     assert!(store.insert(&pending).await.is_err());
 }
 
-#[tokio::test]
-async fn taken_state_survives_a_restart() {
-    let db = temp_db();
+async fn taken_state_survives_a_restart(db: TestDb) {
     let key = MasterKey::generate().unwrap();
     let pending = state("digest-r", Duration::from_secs(600));
     {
-        let store = Store::open(&db.path, key.clone()).await.unwrap();
+        let store = db.open(&key).await;
         store.insert(&pending).await.unwrap();
         assert!(matches!(
             store.take(&pending.key).await.unwrap(),
@@ -62,19 +57,15 @@ async fn taken_state_survives_a_restart() {
         ));
         store.close().await.unwrap();
     }
-    let store = Store::open(&db.path, key).await.unwrap();
+    let store = db.open(&key).await;
     assert_eq!(
         store.take(&pending.key).await.unwrap(),
         TakeOutcome::AlreadyTaken
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rejects_replayed_state_from_100_concurrent_takers() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn rejects_replayed_state_from_100_concurrent_takers(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let pending = state("digest-race", Duration::from_secs(600));
     store.insert(&pending).await.unwrap();
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
@@ -107,12 +98,8 @@ async fn rejects_replayed_state_from_100_concurrent_takers() {
     assert_eq!((taken, replayed), (1, 99));
 }
 
-#[tokio::test]
-async fn sweep_forgets_expired_states_pending_or_taken() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn sweep_forgets_expired_states_pending_or_taken(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let live = state("live", Duration::from_secs(600));
     let expired_pending = state("expired-pending", Duration::from_secs(1));
     let expired_taken = state("expired-taken", Duration::from_secs(1));
@@ -138,12 +125,8 @@ async fn sweep_forgets_expired_states_pending_or_taken() {
     assert_eq!(store.sweep_expired_states().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn deleting_a_user_drops_their_pending_states() {
-    let db = temp_db();
-    let store = Store::open(&db.path, MasterKey::generate().unwrap())
-        .await
-        .unwrap();
+async fn deleting_a_user_drops_their_pending_states(db: TestDb) {
+    let store = db.open(&MasterKey::generate().unwrap()).await;
     let pending = state("pending-alice", Duration::from_secs(600));
     store.insert(&pending).await.unwrap();
     store
@@ -156,3 +139,11 @@ async fn deleting_a_user_drops_their_pending_states() {
         TakeOutcome::Unknown
     );
 }
+
+on_both_backends!(
+    state_is_taken_once_then_reported_as_replay,
+    taken_state_survives_a_restart,
+    rejects_replayed_state_from_100_concurrent_takers,
+    sweep_forgets_expired_states_pending_or_taken,
+    deleting_a_user_drops_their_pending_states,
+);

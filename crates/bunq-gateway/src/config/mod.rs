@@ -35,8 +35,10 @@ pub struct Config {
     pub ignored_environment: Vec<String>,
     /// The gateway's public base URL (the OAuth redirect is derived from it).
     pub public_url: Url,
-    /// The SQLite database file (created on first start).
-    pub database: PathBuf,
+    /// The database: a SQLite file (created on first start), or a PostgreSQL database
+    /// named by a `postgres://` or `postgresql://` URL (its password redacted in `Debug`
+    /// and errors).
+    pub database: bunq_store::StoreLocation,
     /// How logs are written.
     pub log_format: LogFormat,
     /// `[bunq]`: which bunq to talk to.
@@ -362,7 +364,11 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
     let public_url = src
         .url("public_url")?
         .ok_or_else(|| src.err("public_url", "is missing"))?;
-    let database = PathBuf::from(src.str("database")?.unwrap_or("bunq-gateway.sqlite3"));
+    // Checked without connecting; an error names what is wrong, never the URL (it may
+    // carry a password).
+    let database =
+        bunq_store::StoreLocation::parse(src.str("database")?.unwrap_or("bunq-gateway.sqlite3"))
+            .map_err(|e| src.err("database", e))?;
 
     let log_format = match src.str("log_format")?.unwrap_or("human") {
         "human" => LogFormat::Human,

@@ -524,3 +524,30 @@ fn api_key_tables_are_checked() {
         assert!(!err.to_string().contains("aaaaaaaaaaaaaaaaaaaa"), "{err}");
     }
 }
+
+#[test]
+fn database_is_a_path_or_a_postgres_url_whose_password_never_shows() {
+    let c = load(&full(), &[]).expect("valid");
+    assert!(matches!(
+        &c.database,
+        bunq_store::StoreLocation::Sqlite(p) if p == Path::new("gw.sqlite3")
+    ));
+    let url = "postgres://gw:db-SECRET-pw@db.internal:5432/gateway";
+    let c = load(&full(), &[("BUNQ_GATEWAY_DATABASE", url)]).expect("valid");
+    assert!(matches!(c.database, bunq_store::StoreLocation::Postgres(_)));
+    let shown = format!("{c:?} {}", c.database);
+    assert!(!shown.contains("db-SECRET-pw"), "{shown}");
+    assert!(
+        shown.contains("postgres://gw:***@db.internal:5432/gateway"),
+        "{shown}"
+    );
+
+    let err = load(
+        &full().replace("gw.sqlite3", "postgresql://gw:db-SECRET-pw@db:notaport/x"),
+        &[],
+    )
+    .expect_err("a bad port");
+    let text = err.to_string();
+    assert!(text.contains("database"), "{text}");
+    assert!(!text.contains("db-SECRET-pw"), "{text}");
+}

@@ -32,6 +32,92 @@ pub struct Env {
     pub port: u16,
     pub oauth: OAuthClientInfo,
     pub http: reqwest::Client,
+    /// The config's `database`: the SQLite file in `dir`, or a PostgreSQL URL whose
+    /// connections use a schema of this env's own.
+    pub database: String,
+    /// That schema, dropped with the env.
+    pub postgres: Option<PgSchema>,
+}
+
+/// Names the PostgreSQL database the tests make their schemas in (as bunq-store's).
+pub const POSTGRES_URL_ENV: &str = "BUNQ_STORE_POSTGRES_URL";
+/// Set to 1, every `Env::new` puts the gateway on PostgreSQL: the whole suite then runs
+/// on that backend (tests that read the SQLite file behind the gateway's back excepted).
+pub const ALL_ON_POSTGRES_ENV: &str = "BUNQ_GATEWAY_TESTS_ON_POSTGRES";
+
+/// The PostgreSQL URL of the test run; under `CI=true` its absence is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{POSTGRES_URL_ENV} is not set under CI=true: the PostgreSQL tests must run")
+        }
+        _ => {
+            eprintln!("{POSTGRES_URL_ENV} not set: this PostgreSQL test did not run");
+            None
+        }
+    }
+}
+
+/// A schema of one test in the run's PostgreSQL database, dropped with it.
+pub struct PgSchema {
+    pub base_url: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub async fn create(base_url: String) -> PgSchema {
+        let name = format!("gw_{}", uuid::Uuid::new_v4().simple());
+        pg_connect(&base_url)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        PgSchema { base_url, name }
+    }
+
+    /// The base URL with this schema as the connections' search_path.
+    pub fn url(&self) -> String {
+        let sep = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-csearch_path%3D{}",
+            self.base_url, self.name
+        )
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.base_url.clone(), self.name.clone());
+        // Drop may run on a runtime's worker: a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                pg_connect(&url)
+                    .await
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .await
+            })
+        })
+        .join();
+    }
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_ENV}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
 }
 
 /// A port that was free a moment ago (the gateway binds it right after).
@@ -43,6 +129,46 @@ pub fn free_port() -> u16 {
 impl Env {
     pub async fn new() -> Env {
         Env::with_fake(FakeConfig::default()).await
+    }
+
+    /// An env whose gateway keeps its database on PostgreSQL; `None` (the test passes
+    /// without running) when no server is configured and `CI` is not `true`.
+    pub async fn on_postgres() -> Option<Env> {
+        let base = postgres_url()?;
+        let mut env = Env::with_fake(FakeConfig::default()).await;
+        env.use_postgres(base).await;
+        Some(env)
+    }
+
+    async fn use_postgres(&mut self, base_url: String) {
+        let schema = PgSchema::create(base_url).await;
+        self.database = schema.url();
+        self.postgres = Some(schema);
+    }
+
+    /// On PostgreSQL, a connection holding an exclusive lock on `oauth_states` until it
+    /// is dropped (as a SQLite test holds the write lock); `None` on SQLite.
+    pub async fn lock_states_table(&self) -> Option<tokio_postgres::Client> {
+        self.postgres.as_ref()?;
+        let client = pg_connect(&self.database).await;
+        client
+            .batch_execute("BEGIN; LOCK TABLE oauth_states IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        Some(client)
+    }
+
+    /// The gateway's database, opened beside the gateway (SQLite in WAL mode and
+    /// PostgreSQL both allow it) with the tests' master key.
+    pub async fn open_store(&self) -> bunq_store::Store {
+        let location = bunq_store::StoreLocation::parse(&self.database).unwrap();
+        bunq_store::Store::open_location(
+            &location,
+            bunq_store::MasterKey::from_base64(MASTER_KEY).unwrap(),
+            bunq_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap()
     }
 
     /// Starts the fake and registers the application's OAuth client the way an
@@ -81,13 +207,23 @@ impl Env {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        Env {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("gateway.sqlite3").display().to_string();
+        let mut env = Env {
             fake,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             port,
             oauth,
             http,
+            database,
+            postgres: None,
+        };
+        if std::env::var(ALL_ON_POSTGRES_ENV).is_ok_and(|v| v == "1") {
+            if let Some(base) = postgres_url() {
+                env.use_postgres(base).await;
+            }
         }
+        env
     }
 
     /// A complete config for this env; `extra` is appended (a `[http]` section, ...).
@@ -120,7 +256,7 @@ max_body_bytes = 4096
 workers = 2
 "#,
             port = self.port,
-            db = self.dir.path().join("gateway.sqlite3").display(),
+            db = self.database,
             api = self.fake.api_base(),
             auth = self.fake.oauth_authorize_url(),
             token = self.fake.oauth_token_url(),
