@@ -5,13 +5,17 @@
 //! - `demo`: the whole flow against a local fake bunq, start to finish.
 //! - `bench`: the performance comparisons of `docs/PERFORMANCE.md`.
 //! - `fuzz`: every cargo-fuzz target of `fuzz/` for N seconds.
+//! - `soak`: the gateway and the fake bunq under load and faults for N minutes, then
+//!   the invariants.
 
 mod bench;
 mod demo;
+mod fake_process;
 mod fuzz;
 mod gateway_process;
 mod progress;
 mod sandbox;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +39,9 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Run every cargo-fuzz target (fuzz/) for --seconds each, on the committed seeds.
     Fuzz(fuzz::FuzzArgs),
+    /// The gateway and the fake bunq under mixed load and faults (SIGKILLs included) for
+    /// --minutes, then the invariants as a table; non-zero exit if one fails.
+    Soak(soak::SoakArgs),
 }
 
 #[tokio::main]
@@ -45,6 +52,7 @@ async fn main() -> std::process::ExitCode {
         Task::Demo(args) => demo::run(&args).await,
         Task::Bench(args) => bench::run(&args).await,
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::Soak(args) => soak::run(&args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

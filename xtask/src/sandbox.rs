@@ -77,12 +77,37 @@ pub struct SandboxArgs {
     pub database: String,
 }
 
+/// Where a local bunq-fake serves: one in this process ([`bunq_testkit::FakeBunq`]) or
+/// the `bunq-fake` binary ([`crate::fake_process::FakeProcess`]).
+pub trait FakeUrls {
+    /// `http://127.0.0.1:PORT/v1`.
+    fn api_base(&self) -> String;
+    /// The consent page, `http://127.0.0.1:PORT/auth`.
+    fn oauth_authorize_url(&self) -> String;
+    /// The token endpoint, `http://127.0.0.1:PORT/v1/token`.
+    fn oauth_token_url(&self) -> String;
+}
+
+impl FakeUrls for bunq_testkit::FakeBunq {
+    fn api_base(&self) -> String {
+        bunq_testkit::FakeBunq::api_base(self)
+    }
+
+    fn oauth_authorize_url(&self) -> String {
+        bunq_testkit::FakeBunq::oauth_authorize_url(self)
+    }
+
+    fn oauth_token_url(&self) -> String {
+        bunq_testkit::FakeBunq::oauth_token_url(self)
+    }
+}
+
 impl SandboxArgs {
-    /// Onboarding against a local bunq-fake (the demo's and the bench's set-up): the
-    /// fake's API and OAuth URLs, a new sandbox user topped up, the config and the
-    /// sandbox context under `dir`, the gateway's callback under `gateway_url`.
+    /// Onboarding against a local bunq-fake (the demo's, the bench's and the soak's
+    /// set-up): the fake's API and OAuth URLs, a new sandbox user topped up, the config
+    /// and the sandbox context under `dir`, the gateway's callback under `gateway_url`.
     pub fn against_fake(
-        fake: &bunq_testkit::FakeBunq,
+        fake: &impl FakeUrls,
         dir: &Path,
         gateway_url: &str,
         database: &Path,

@@ -154,6 +154,12 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
     store.check_master_key().await?;
     let client =
         BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
+    // A database with users is a restart: the process before may have opened a session
+    // moments ago (a crash mid-renewal), within the window this process cannot see.
+    // A first start has no predecessor on this database.
+    if store.count_users().await? > 0 {
+        client.assume_recent_session_server_call();
+    }
     let session_config = SessionManagerConfig {
         device_description: "bunq-gateway".to_owned(),
         session_wait_timeout: config.bunq.session_wait,

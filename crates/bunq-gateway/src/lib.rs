@@ -420,6 +420,21 @@ pub async fn rotate_key(
     Ok(report)
 }
 
+/// Copies the SQLite store `from` into the empty PostgreSQL database `to`, every value
+/// still sealed under the configured encryption key (checked against `from` before
+/// anything is written), in one transaction; `from` is first migrated to the current
+/// schema, as a start would. Run it with the gateway stopped (rows written to `from`
+/// meanwhile would not be copied), then set `database` to `to`. A database holding
+/// any row is refused and left as it was.
+pub async fn migrate_store(
+    config: &Config,
+    from: &std::path::Path,
+    to: &bunq_store::PostgresUrl,
+) -> Result<bunq_store::migrate::MigrationReport, GatewayError> {
+    let key = app::master_key(&config.security.encryption_key)?;
+    Ok(bunq_store::migrate::copy_sqlite_to_postgres(from, to, key).await?)
+}
+
 /// Validates what can be validated without serving: the config (already parsed, a
 /// PostgreSQL URL included), the master key, and the crates' acceptance of the derived
 /// settings. Touches no network and no database, on either backend.

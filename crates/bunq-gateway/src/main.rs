@@ -1,9 +1,10 @@
 //! The `bunq-gateway` binary: `bunq-gateway [serve] --config PATH`,
-//! `bunq-gateway check-config --config PATH`, or
-//! `bunq-gateway rotate-key --config PATH --new-key-file PATH`.
+//! `bunq-gateway check-config --config PATH`,
+//! `bunq-gateway rotate-key --config PATH --new-key-file PATH`, or
+//! `bunq-gateway migrate-store --config PATH --from FILE --to postgres://...`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bunq_gateway::{Config, GatewayError};
@@ -36,6 +37,24 @@ enum Command {
         /// The new key: 32 raw bytes or their base64, in a file only its owner may read.
         #[arg(long, value_name = "PATH")]
         new_key_file: PathBuf,
+    },
+    /// Copy a SQLite database into an empty PostgreSQL database (gateway stopped), values
+    /// still sealed under the config's encryption key, then point `database` at it.
+    MigrateStore {
+        /// The SQLite file to copy (migrated to the current schema first, as a start
+        /// would; nothing else in it changes).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL database to fill: postgres://user:password@host:port/db. It
+        /// must hold no rows; its schema is created here. Also read from
+        /// BUNQ_MIGRATE_TO, which keeps the password out of the process list.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "BUNQ_MIGRATE_TO",
+            hide_env_values = true
+        )]
+        to: String,
     },
 }
 
@@ -79,6 +98,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::MigrateStore { from, to } => migrate_store(&config, &from, &to),
         Command::Serve => {
             if let Err(e) = bunq_gateway::check_config(&config) {
                 return fail(&e);
@@ -110,6 +130,44 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `migrate-store`: the copy, then what was copied and what to do next on stdout.
+fn migrate_store(config: &bunq_gateway::Config, from: &Path, to: &str) -> ExitCode {
+    // Parsed here rather than by clap, whose error would quote the URL, password and all.
+    let to = match bunq_store::PostgresUrl::parse(to) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("bunq-gateway: --to: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&GatewayError::Serve(e)),
+    };
+    let report = match runtime.block_on(bunq_gateway::migrate_store(config, from, &to)) {
+        Ok(report) => report,
+        Err(e) => return fail(&e),
+    };
+    // `to` shows `***` for its password (PostgresUrl's Display).
+    println!(
+        "copied {} into {to} (schema version {}, values sealed under key {}):",
+        from.display(),
+        report.schema_version,
+        report.key_id
+    );
+    for (table, rows) in &report.tables {
+        println!("  {table:<18} {rows:>8}");
+    }
+    println!("  {:<18} {:>8}", "total", report.total_rows());
+    let password = if to.to_string() == to.expose() {
+        ""
+    } else {
+        " (the password in place of ***, or the whole URL in BUNQ_GATEWAY_DATABASE)"
+    };
+    println!("next: set database = \"{to}\"{password} and start the gateway");
+    ExitCode::SUCCESS
 }
 
 /// Builds the gateway, binds its address and announces it.

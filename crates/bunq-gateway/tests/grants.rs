@@ -392,3 +392,37 @@ async fn unsigned_outages_reach_the_caller_as_bunq_unavailable() {
     assert_eq!(down.headers()["retry-after"], "7");
     assert_eq!(error_code(down).await, "bunq_unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_restarted_at_once_stays_out_of_its_predecessors_session_window() {
+    // Found by the soak (docs/RELIABILITY.md): the pacer knew only its own process's
+    // calls, and a gateway killed while renewing a session and started again at once
+    // called session-server within the same window.
+    let window = Duration::from_millis(3_000);
+    let env = limited_env(window).await;
+    let edit = limited(window, 5_000);
+    let config = env.write_config("gateway.toml", &edit(env.config_text(600)));
+    let gw = Gateway::start(&config, env.dir.path());
+    let end_user = env.end_user();
+    let callback = consent(&env, &gw, "alice", end_user.user_id, false).await;
+    assert_eq!(callback.status(), 200, "{}", callback.text().await.unwrap());
+    let user = wait_for_status(&env, &gw, "alice", "connected").await;
+    let bunq_user_id = user["bunq_user_id"].as_u64().unwrap();
+    // Let the connect's window pass, then make the gateway renew: a session-server call.
+    tokio::time::sleep(window).await;
+    env.fake.knobs().expire_all_sessions();
+    let sessions = env.fake.calls("POST /session-server");
+    assert_eq!(env.accounts(&gw, "alice", bunq_user_id).await.status(), 200);
+    assert_eq!(env.fake.calls("POST /session-server"), sessions + 1);
+    // Killed and started again within that window, with the session dead again.
+    gw.sigkill();
+    env.fake.knobs().expire_all_sessions();
+    let gw = Gateway::start(&config, env.dir.path());
+    let r = env.accounts(&gw, "alice", bunq_user_id).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        env.fake.rate_limited_calls_to("POST /session-server"),
+        0,
+        "a session-server call within the predecessor's window"
+    );
+}

@@ -404,6 +404,17 @@ impl BunqClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Counts one `session-server` call as made just now, so that the first one this
+    /// client sends waits a full window. The pacer knows only this process's calls: a
+    /// process restarted at once after one that was opening sessions (a crash, a
+    /// `kill -9`, a deploy) would otherwise call within its predecessor's window, and
+    /// bunq refuses that with 429 (and may block an IP that does it often). Costs at
+    /// most one window before the first new session after a start; sessions already
+    /// stored serve at once.
+    pub fn assume_recent_session_server_call(&self) {
+        self.inner.pacer.assume_recent_call();
+    }
+
     /// How many callers wait for a turn at the session-server pacer now: a queue that
     /// stays long means more users need sessions than bunq's limit lets through.
     pub fn session_queue_len(&self) -> usize {

@@ -406,6 +406,25 @@ impl SessionPacer {
         }
     }
 
+    /// Counts one call as made just now, by no caller of this pacer: the next one waits
+    /// a window. For a process that may have had a predecessor on the same IP (see
+    /// [`crate::BunqClient::assume_recent_session_server_call`]).
+    pub(crate) fn assume_recent_call(&self) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut state) = self.state.lock() {
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.spent.push_back(Spent {
+                ticket,
+                counted_from: Instant::now(),
+                in_flight: false,
+            });
+        }
+        self.changed.notify_waiters();
+    }
+
     /// How many callers wait for their turn.
     pub(crate) fn waiting(&self) -> usize {
         self.state.lock().map_or(0, |s| s.queue.len())

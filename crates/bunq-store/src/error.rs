@@ -29,6 +29,18 @@ pub enum StoreError {
     #[cfg(feature = "postgres")]
     #[error("postgres schema migration: {0}")]
     PostgresMigration(#[from] refinery::Error),
+    /// [`copy_sqlite_to_postgres`](crate::migrate::copy_sqlite_to_postgres) found rows
+    /// in the PostgreSQL database: it copies into an empty one only (merging two stores
+    /// could pair one's rows with the other's audit key or ids), and wrote nothing.
+    #[cfg(feature = "postgres")]
+    #[error(
+        "the PostgreSQL database is not empty ({} hold rows): the copy goes into an empty database only; nothing was written",
+        .tables.join(", ")
+    )]
+    TargetNotEmpty {
+        /// The tables found holding rows.
+        tables: Vec<&'static str>,
+    },
     /// A sealed value failed authentication: it was sealed for another table, column or
     /// row (a moved ciphertext), or tampered with. Never answered with garbage.
     #[error(

@@ -7,7 +7,9 @@
 //! (the same bytes, bound to the same table, column and row, so rows can be copied
 //! between backends as they are), the audit log's triggers and the migrations (one
 //! table of versions with both dialects side by side, `schema.rs`) are the same on
-//! both.
+//! both. `migrate::copy_sqlite_to_postgres` (feature `postgres`) moves a store from a
+//! SQLite file into an empty PostgreSQL database that way: every row as it is, sealed
+//! values byte for byte.
 //!
 //! PostgreSQL goes through tokio-postgres and a deadpool-postgres pool: async all the
 //! way, maintained, and nothing checked against a database at build time; refinery
@@ -59,6 +61,8 @@ mod events;
 mod idempotency;
 mod key;
 mod location;
+#[cfg(feature = "postgres")]
+pub mod migrate;
 #[cfg(feature = "postgres")]
 mod pg;
 mod rotate;

@@ -737,6 +737,7 @@ fn session_server(shared: &Shared, token: &str, call: &Call<'_>) -> Result<Respo
     };
     let id = world.next_id();
     let session_token = random_token();
+    world.issued_session_tokens.push(session_token.clone());
     world.sessions.insert(
         session_token.clone(),
         SessionRec {

@@ -21,9 +21,15 @@ fn bad(text: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": text}))).into_response()
 }
 
-/// `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...}}`.
+/// `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...},
+/// "rate_limited": {"POST /session-server": 0, ...}}` (429s of the limits per endpoint).
 pub(crate) async fn calls(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({"total": shared.total_calls(), "calls": shared.all_calls()})).into_response()
+    Json(json!({
+        "total": shared.total_calls(),
+        "calls": shared.all_calls(),
+        "rate_limited": shared.all_rate_limited(),
+    }))
+    .into_response()
 }
 
 /// What `POST /_fake/knobs` takes; every field is optional.
@@ -190,6 +196,50 @@ pub(crate) async fn monetary_account(State(shared): State<Arc<Shared>>, body: By
 pub(crate) async fn payment_count(State(shared): State<Arc<Shared>>) -> Response {
     let n = shared.world().payments.len();
     Json(json!({"payment_count": n})).into_response()
+}
+
+/// `GET /_fake/payments` → `{"payments": [{"id", "monetary_account_id", "amount",
+/// "description", "counterparty_alias"}]}`: every payment executed since start, oldest
+/// first, so that a client can count how often each of its payments executed.
+pub(crate) async fn payments(State(shared): State<Arc<Shared>>) -> Response {
+    let list: Vec<serde_json::Value> = {
+        let world = shared.world();
+        world
+            .payments
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id,
+                    "monetary_account_id": p.account_id,
+                    "amount": crate::world::format_cents(p.amount_cents),
+                    "description": p.description,
+                    "counterparty_alias": p.counterparty,
+                })
+            })
+            .collect()
+    };
+    Json(json!({"payments": list})).into_response()
+}
+
+/// `GET /_fake/secrets` → `{"api_keys", "oauth_access_tokens", "oauth_client_secrets",
+/// "installation_tokens", "session_tokens"}`: every credential the fake issued since
+/// start (sessions ended or expired included), for a client's check that none of them
+/// is stored or logged in clear. A test hook bunq has no equivalent of.
+pub(crate) async fn secrets(State(shared): State<Arc<Shared>>) -> Response {
+    let world = shared.world();
+    let sorted = |mut v: Vec<String>| {
+        v.sort_unstable();
+        v
+    };
+    let body = json!({
+        "api_keys": sorted(world.api_keys.keys().cloned().collect()),
+        "oauth_access_tokens": sorted(world.access_tokens.keys().cloned().collect()),
+        "oauth_client_secrets": sorted(world.oauth_clients.values().map(|c| c.secret.clone()).collect()),
+        "installation_tokens": sorted(world.installations.keys().cloned().collect()),
+        "session_tokens": world.issued_session_tokens.clone(),
+    });
+    drop(world);
+    Json(body).into_response()
 }
 
 /// `GET /_fake/balance?user_id=..&account_id=..` → `{"balance": "500.00"}`.

@@ -66,7 +66,9 @@
 //! `"GET /user/{id}/monetary-account-bank"`, `"POST /token"`, `"GET /auth"`.
 //!
 //! # Control endpoint (for the `bunq-fake` binary)
-//! - `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...}}`
+//! - `GET /_fake/calls` → `{"total": n, "calls": {"POST /installation": 1, ...},
+//!   "rate_limited": {"POST /session-server": 1, ...}}` (the limits' 429s per endpoint,
+//!   [`FakeBunq::rate_limited_calls_to`])
 //! - `POST /_fake/knobs` with any of `{"session_timeout_secs": n, "expire_all_sessions":
 //!   true, "fail_next_with_insufficient_authorisation": n, "tamper_next_signatures": n,
 //!   "latency_ms": n, "fail_next_with_status": {"status": 503, "n": 1,
@@ -83,6 +85,11 @@
 //!   bunq's object name; `description` and `status` optional) →
 //!   `{"monetary_account_id"}` ([`FakeBunq::create_monetary_account`])
 //! - `GET /_fake/payment-count` → `{"payment_count": n}` ([`FakeBunq::payment_count`])
+//! - `GET /_fake/payments` → `{"payments": [{"id", "monetary_account_id", "amount",
+//!   "description", "counterparty_alias"}]}`, every payment executed, oldest first
+//! - `GET /_fake/secrets` → `{"api_keys", "oauth_access_tokens", "oauth_client_secrets",
+//!   "installation_tokens", "session_tokens"}`, every credential issued since start
+//!   (ended sessions included), to check a client stores and logs none in clear
 //! - `GET /_fake/callbacks` → `{"callbacks": [...]}` ([`FakeBunq::sent_callbacks`])
 //!
 //! Control calls are not counted and no knob applies to them.
@@ -292,6 +299,12 @@ impl FakeBunq {
     /// included): what a client that stays inside bunq's limits keeps at zero.
     pub fn rate_limited_calls(&self) -> u64 {
         self.shared.rate_limited()
+    }
+
+    /// The 429s of the rate limits at one `endpoint`: at `"POST /session-server"`, how
+    /// often a client tried a second session-server call within one window.
+    pub fn rate_limited_calls_to(&self, endpoint: &str) -> u64 {
+        self.shared.rate_limited_at(endpoint)
     }
 
     /// Requests to the API and OAuth endpoints, unknown routes included.

@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     total: AtomicU64,
     /// Calls refused with 429 by the rate limits (not by a knob).
     rate_limited: AtomicU64,
+    /// The same, per endpoint: a 429 at `POST /session-server` is a client that tried to
+    /// exceed the one call per window.
+    rate_limited_by: Mutex<HashMap<&'static str, u64>>,
     rate: Mutex<RateLimiter>,
 }
 
@@ -55,6 +58,7 @@ impl Shared {
             calls: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            rate_limited_by: Mutex::new(HashMap::new()),
             rate: Mutex::new(RateLimiter::default()),
         }
     }
@@ -99,6 +103,21 @@ impl Shared {
 
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limited_at(&self, endpoint: &str) -> u64 {
+        self.rate_limited_by
+            .lock()
+            .ok()
+            .and_then(|c| c.get(endpoint).copied())
+            .unwrap_or(0)
+    }
+
+    pub fn all_rate_limited(&self) -> HashMap<String, u64> {
+        self.rate_limited_by
+            .lock()
+            .map(|c| c.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// The knobs that apply before a call is executed: latency, forced failures, rate
@@ -146,6 +165,9 @@ impl Shared {
                 .unwrap_or(true);
             if !admitted {
                 self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut by) = self.rate_limited_by.lock() {
+                    *by.entry(endpoint).or_insert(0) += 1;
+                }
                 let text = format!(
                     "Too many requests. You can do a maximum of {limit} {label} calls per {} second to this endpoint.",
                     window.as_secs().max(1)
@@ -176,6 +198,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/_fake/monetary-account",
             post(crate::control::monetary_account),
         )
+        .route("/_fake/payments", get(crate::control::payments))
+        .route("/_fake/secrets", get(crate::control::secrets))
         .route("/_fake/callbacks", get(crate::control::callbacks))
         .fallback(crate::api::handle)
         .with_state(shared)

@@ -242,6 +242,9 @@ pub(crate) struct World {
     pub installations: HashMap<String, Installation>,
     /// Session token → session.
     pub sessions: HashMap<String, SessionRec>,
+    /// Every session token issued, in order, ended ones included (`sessions` forgets
+    /// them): the `/_fake/secrets` list. 64 bytes a session; a fake's life is short.
+    pub issued_session_tokens: Vec<String>,
     pub oauth_clients: HashMap<u64, OauthClient>,
     pub codes: HashMap<String, Code>,
     pub payments: Vec<Payment>,

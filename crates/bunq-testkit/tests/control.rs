@@ -209,3 +209,122 @@ async fn control_endpoint_adds_accounts_of_every_kind() {
         .await;
     assert_eq!(all.body["Response"].as_array().unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn control_endpoint_lists_payments_and_every_credential_issued() {
+    let fake = FakeBunq::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let control = fake.control_url();
+    let user = fake.create_sandbox_user();
+    let aid = user.monetary_account_ids[0];
+    let mut client = Client::new(fake.api_base());
+    client.install().await;
+    let installation_token = client.token.clone().unwrap();
+    assert_eq!(client.device(&user.api_key).await.status, 200);
+    let session = client.session(&user.api_key).await;
+    let first_session = session.item("Token")["token"].as_str().unwrap().to_owned();
+    client.token = Some(first_session.clone());
+    let top_up = json!({
+        "amount_inquired": {"value": "10", "currency": "EUR"},
+        "counterparty_alias": {"type": "EMAIL", "value": "sugardaddy@bunq.com"},
+        "description": "top up",
+        "allow_bunqme": false,
+    });
+    let base = format!("/user/{}/monetary-account/{aid}", user.user_id);
+    assert_eq!(
+        client
+            .post(&format!("{base}/request-inquiry"), top_up)
+            .await
+            .status,
+        200
+    );
+    for description in ["soak-1", "soak-2"] {
+        let payment = json!({
+            "amount": {"value": "0.01", "currency": "EUR"},
+            "counterparty_alias": {"type": "IBAN", "value": "NL13TEST0123456789", "name": "X"},
+            "description": description,
+        });
+        assert_eq!(
+            client
+                .post(&format!("{base}/payment"), payment)
+                .await
+                .status,
+            200
+        );
+    }
+    let listed: Value = http
+        .get(format!("{control}/payments"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payments = listed["payments"].as_array().unwrap();
+    let descriptions: Vec<&str> = payments
+        .iter()
+        .map(|p| p["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        descriptions,
+        ["soak-1", "soak-2"],
+        "top-ups are not payments"
+    );
+    assert_eq!(payments[0]["amount"], "0.01");
+    assert_eq!(payments[0]["monetary_account_id"].as_u64(), Some(aid));
+
+    // An ended session stays on the list: a leak of it is still a leak.
+    fake.knobs().expire_all_sessions();
+    let token = fake.grant_oauth_access(user.user_id);
+    let secrets: Value = http
+        .get(format!("{control}/secrets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let has = |list: &str, value: &str| {
+        secrets[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str() == Some(value))
+    };
+    assert!(has("api_keys", &user.api_key));
+    assert!(has("session_tokens", &first_session));
+    assert!(has("oauth_access_tokens", &token));
+    assert!(has("installation_tokens", &installation_token));
+    assert!(
+        secrets["oauth_client_secrets"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn calls_report_the_limits_429s_per_endpoint() {
+    let fake = FakeBunq::start_with(FakeConfig {
+        rate_limits: true,
+        session_server_window: Duration::from_secs(60),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let user = fake.create_sandbox_user();
+    let mut second = Client::new(fake.api_base());
+    second.install().await;
+    assert_eq!(second.device(&user.api_key).await.status, 200);
+    let _first = Client::login(fake.api_base(), &user.api_key).await;
+    assert_eq!(second.session(&user.api_key).await.status, 429);
+    assert_eq!(fake.rate_limited_calls_to("POST /session-server"), 1);
+    assert_eq!(fake.rate_limited_calls_to("GET /user"), 0);
+    let calls: Value = reqwest::get(format!("{}/calls", fake.control_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["rate_limited"]["POST /session-server"], 1);
+}

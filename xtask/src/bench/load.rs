@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+pub use crate::gateway_process::rss_mib;
+
 /// What one `wrk` run reports.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct WrkResult {
@@ -248,19 +250,6 @@ pub fn children(pid: u32) -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| parent_pid(p) == Some(pid))
         .collect()
-}
-
-/// Resident set size in MiB, from `/proc/PID/status`.
-pub fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 /// CPU seconds of a set of processes over a piece of work.

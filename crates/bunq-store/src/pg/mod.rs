@@ -174,7 +174,7 @@ impl PgStore {
 }
 
 /// The driver's configuration from `url`, with the settings every connection needs.
-fn connection_config(
+pub(crate) fn connection_config(
     url: &crate::PostgresUrl,
     durability: Durability,
 ) -> Result<tokio_postgres::Config, StoreError> {
@@ -203,7 +203,9 @@ fn connection_config(
 }
 
 /// One connection outside the pool (for the migrations), its driver task spawned.
-async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, StoreError> {
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, StoreError> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -216,7 +218,7 @@ async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Clie
 /// Waits for the advisory lock under which the schema is migrated and the audit key
 /// created, so that gateways starting together do it one after the other. A session
 /// lock: released by [`unlock_migrations`], or by the server when the connection dies.
-async fn lock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreError> {
+pub(crate) async fn lock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreError> {
     // A long migration of another gateway is waited for, however long it takes.
     client.batch_execute("SET lock_timeout = 0").await?;
     client
@@ -225,7 +227,7 @@ async fn lock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreErr
     Ok(())
 }
 
-async fn unlock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreError> {
+pub(crate) async fn unlock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -235,7 +237,7 @@ async fn unlock_migrations(client: &tokio_postgres::Client) -> Result<(), StoreE
 /// Brings the schema to `target` (the latest when `None`); the caller holds the
 /// migration lock. refinery refuses a database that holds a version this build does
 /// not know (a newer build migrated it) or whose applied SQL differs from ours.
-async fn migrate(
+pub(crate) async fn migrate(
     client: &mut tokio_postgres::Client,
     target: Option<u32>,
 ) -> Result<(), StoreError> {

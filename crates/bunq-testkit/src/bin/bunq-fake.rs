@@ -24,6 +24,12 @@ struct Args {
     /// Answer bunq's rate limits with 429.
     #[arg(long)]
     rate_limits: bool,
+    /// The session-server limit's window (1 call per window), in milliseconds; bunq: 30 s.
+    #[arg(long, default_value_t = 30_000)]
+    session_server_window_ms: u64,
+    /// The other limits' window (GET 3, POST 5, PUT 2 per window), in milliseconds; bunq: 3 s.
+    #[arg(long, default_value_t = 3_000)]
+    rate_limit_window_ms: u64,
     /// The pause before each retry of a failed callback delivery (bunq: a minute).
     #[arg(long, default_value_t = 60_000)]
     callback_retry_interval_ms: u64,
@@ -42,6 +48,8 @@ async fn main() -> std::process::ExitCode {
     let config = FakeConfig {
         session_timeout: Duration::from_secs(args.session_timeout_secs),
         rate_limits: args.rate_limits,
+        session_server_window: Duration::from_millis(args.session_server_window_ms),
+        rate_limit_window: Duration::from_millis(args.rate_limit_window_ms),
         callback_retry_interval: Duration::from_millis(args.callback_retry_interval_ms),
         ..FakeConfig::default()
     };
