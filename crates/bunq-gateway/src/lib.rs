@@ -1,30 +1,4 @@
-//! bunq-gateway: connects end users' bunq accounts over OAuth and calls bunq for them.
-//!
-//! A thin HTTP service over the workspace's crates: `bunq-oauth` for the authorization
-//! flow, `bunq-session` for installations, sessions, signing and verification,
-//! `bunq-store` for encrypted persistence. An application calls the gateway with a
-//! bearer key and never touches an RSA key, an installation or a session:
-//!
-//! - `POST /v1/authorizations` → an authorize URL to send the end user to;
-//! - `GET /oauth/callback` ← bunq sends the end user back; the gateway stores the token
-//!   and opens installation, device and session;
-//! - `ANY /v1/users/{user_ref}/bunq/{path}` → forwarded to bunq for that user.
-//!
-//! The contract is in `docs/gateway-api.md` and `docs/openapi.yaml`. The binary is
-//! `bunq-gateway --config PATH`; the same server runs in-process through [`serve`]:
-//!
-//! ```no_run
-//! # async fn run() -> Result<(), bunq_gateway::GatewayError> {
-//! use bunq_gateway::{Config, serve};
-//!
-//! let config = Config::load(Some(std::path::Path::new("gateway.toml")))?;
-//! let listener = tokio::net::TcpListener::bind(config.listen)
-//!     .await
-//!     .map_err(|source| bunq_gateway::GatewayError::Bind { addr: config.listen, source })?;
-//! serve(config, listener, async { let _ = tokio::signal::ctrl_c().await; }).await
-//! # }
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 mod app;

@@ -1,43 +1,4 @@
-//! The bunq API client and the installation → device-server → session-server lifecycle.
-//!
-//! Everything that talks to bunq's API goes through this crate: the standard headers,
-//! request signing and response verification (with `bunq-signing`), bunq's error and
-//! envelope formats ([`envelope`]), client-side rate limiting, and a [`SessionManager`]
-//! that keeps one live session per credential (API key or OAuth access token) for many
-//! end users at once, persisted through the [`ContextStore`] trait so that a restart
-//! opens no new sessions.
-//!
-//! bunq allows one `session-server` call per 30 s per IP for all users together, so
-//! sessions are scarce: the manager opens at most one per credential at a time
-//! (single-flight), queues all openings behind one pacer with a bounded wait, renews
-//! only near expiry or when bunq declares a session dead, and reuses stored sessions.
-//!
-//! ```no_run
-//! use bunq_session::{
-//!     ApiRequest, BunqClient, ClientConfig, CredentialId, Environment, MemoryContextStore,
-//!     SessionManager, SessionManagerConfig,
-//! };
-//! use secrecy::SecretString;
-//!
-//! # async fn run() -> Result<(), bunq_session::Error> {
-//! let client = BunqClient::new(ClientConfig::new(Environment::Sandbox).user_agent("my-app/1.0"))?;
-//! let manager = SessionManager::new(client, MemoryContextStore::new(), SessionManagerConfig::default());
-//!
-//! let alice = CredentialId::new("alice");
-//! manager.connect(&alice, SecretString::from("sandbox_api_key")).await?;
-//! let user = manager.session(&alice).await?.user_id;
-//! let payments = manager
-//!     .request(&alice, ApiRequest::get(format!("user/{user}/monetary-account/1/payment")))
-//!     .await?
-//!     .into_result()?;
-//! let page = payments.list::<serde_json::Value>("Payment")?;
-//! # let _ = page;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Typed calls (accounts of every kind, payments, request-inquiries, draft-payments)
-//! are in the `bunq-api` crate, on top of this one.
+#![doc = include_str!("../README.md")]
 //!
 //! ## Did bunq get it?
 //!

@@ -1,4 +1,5 @@
-//! Private keys: generation, PKCS#8 import/export, key files, body signing.
+//! Private keys: generation, PKCS#8 and PKCS#1 import, PKCS#8 export, key files, body
+//! signing.
 
 use std::fmt;
 use std::path::Path;
@@ -10,8 +11,7 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rsa::pkcs1::DecodeRsaPrivateKey as _;
-use rsa::pkcs8::{EncodePrivateKey as _, SecretDocument};
+use pkcs8::der::{Decode as _, SecretDocument};
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 
 use crate::KeyFileError;
@@ -108,12 +108,23 @@ impl PrivateKey {
 
     /// Reads a PKCS#8 DER private key.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
-        let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| match e.to_string().as_str() {
-            "TooSmall" => KeyError::TooSmall {
-                bits: modulus_bits_of_pkcs8(der).unwrap_or(0),
-            },
-            other => KeyError::Rejected(other.to_owned()),
-        })?;
+        let pair =
+            RsaKeyPair::from_pkcs8(der).map_err(|e| rejected(&e, || modulus_bits_of_pkcs8(der)))?;
+        Self::from_pair(pair, der)
+    }
+
+    /// Reads a PKCS#1 `RSAPrivateKey` DER private key (what `BEGIN RSA PRIVATE KEY`
+    /// holds). AWS-LC parses it and re-encodes it as PKCS#8, the form kept and written.
+    pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, KeyError> {
+        let pair =
+            RsaKeyPair::from_der(der).map_err(|e| rejected(&e, || modulus_bits_of_pkcs1(der)))?;
+        let pkcs8: Pkcs8V1Der<'static> = pair
+            .as_der()
+            .map_err(|e| KeyError::Rejected(e.to_string()))?;
+        Self::from_pair(pair, pkcs8.as_ref())
+    }
+
+    fn from_pair(pair: RsaKeyPair, pkcs8_der: &[u8]) -> Result<Self, KeyError> {
         let spki: PublicKeyX509Der<'static> = pair
             .public_key()
             .as_der()
@@ -122,7 +133,7 @@ impl PrivateKey {
         let public = crate::PublicKey::from_pkcs1_der(pair.public_key().as_ref().to_vec())?;
         Ok(Self(Arc::new(Inner {
             pair,
-            pkcs8_der: SecretBox::new(der.into()),
+            pkcs8_der: SecretBox::new(pkcs8_der.into()),
             public_key_pem,
             public,
             empty_body_signature: OnceLock::new(),
@@ -136,14 +147,7 @@ impl PrivateKey {
             SecretDocument::from_pem(pem).map_err(|e| KeyError::MalformedPem(e.to_string()))?;
         match label {
             "PRIVATE KEY" => Self::from_pkcs8_der(doc.as_bytes()),
-            "RSA PRIVATE KEY" => {
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(doc.as_bytes())
-                    .map_err(|e| KeyError::Rejected(e.to_string()))?;
-                let der = key
-                    .to_pkcs8_der()
-                    .map_err(|e| KeyError::Rejected(e.to_string()))?;
-                Self::from_pkcs8_der(der.as_bytes())
-            }
+            "RSA PRIVATE KEY" => Self::from_pkcs1_der(doc.as_bytes()),
             other => Err(KeyError::WrongPemLabel {
                 expected: "PRIVATE KEY or RSA PRIVATE KEY",
                 found: other.to_owned(),
@@ -228,7 +232,7 @@ const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
 
 /// RFC 7468 PEM with 64-column lines and LF endings, byte for byte what OpenSSL
 /// writes. The base64 copy is zeroized, since for a private key it is the secret.
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     let mut pem = String::with_capacity(der.len() * 4 / 3 + 2 * label.len() + 40);
     pem.push_str("-----BEGIN ");
     pem.push_str(label);
@@ -245,13 +249,28 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     pem
 }
 
-/// Best effort, only to name the size in the "too small" error.
+/// AWS-LC's refusal as a [`KeyError`]; `bits` is asked only for a key too small, to
+/// name its size.
+fn rejected(e: &aws_lc_rs::error::KeyRejected, bits: impl FnOnce() -> Option<usize>) -> KeyError {
+    match e.to_string().as_str() {
+        "TooSmall" => KeyError::TooSmall {
+            bits: bits().unwrap_or(0),
+        },
+        other => KeyError::Rejected(other.to_owned()),
+    }
+}
+
+/// Best effort, only to name the size in the "too small" error: the modulus read from
+/// the DER structure (RustCrypto's `pkcs8` and `pkcs1` parsers; no RSA arithmetic).
 fn modulus_bits_of_pkcs8(der: &[u8]) -> Option<usize> {
-    use rsa::pkcs8::DecodePrivateKey as _;
-    use rsa::traits::PublicKeyParts as _;
-    rsa::RsaPrivateKey::from_pkcs8_der(der)
-        .ok()
-        .map(|k| k.n().bits())
+    modulus_bits_of_pkcs1(pkcs8::PrivateKeyInfo::from_der(der).ok()?.private_key)
+}
+
+fn modulus_bits_of_pkcs1(der: &[u8]) -> Option<usize> {
+    let key = pkcs1::RsaPrivateKey::from_der(der).ok()?;
+    let modulus = key.modulus.as_bytes();
+    let first = modulus.first()?;
+    Some(modulus.len() * 8 - first.leading_zeros() as usize)
 }
 
 #[cfg(test)]

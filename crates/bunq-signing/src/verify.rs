@@ -3,12 +3,11 @@
 
 use std::fmt;
 
-use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
+use aws_lc_rs::encoding::{AsDer as _, PublicKeyX509Der};
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaParameters};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rsa::pkcs1::EncodeRsaPublicKey as _;
-use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _, LineEnding};
-use rsa::traits::PublicKeyParts as _;
+use pkcs8::der::Document;
 
 use crate::KeyError;
 use crate::SERVER_SIGNATURE_HEADER;
@@ -52,32 +51,35 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// Reads a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`). Refuses RSA keys
-    /// under 2048 bits.
+    /// Reads a public key PEM: SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`, what
+    /// bunq sends and `openssl pkey -pubout` writes) or PKCS#1 (`-----BEGIN RSA PUBLIC
+    /// KEY-----`). Refuses RSA keys under 2048 bits.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let pem = pem.trim();
-        if !pem.starts_with("-----BEGIN PUBLIC KEY-----") {
-            let found = pem
-                .lines()
-                .next()
-                .and_then(|l| l.strip_prefix("-----BEGIN "))
-                .and_then(|l| l.strip_suffix("-----"))
-                .unwrap_or("no PEM header");
+        let label = pem
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("-----BEGIN "))
+            .and_then(|l| l.strip_suffix("-----"))
+            .unwrap_or("no PEM header");
+        if !matches!(label, "PUBLIC KEY" | "RSA PUBLIC KEY") {
             return Err(KeyError::WrongPemLabel {
-                expected: "PUBLIC KEY",
-                found: found.to_owned(),
+                expected: "PUBLIC KEY or RSA PUBLIC KEY",
+                found: label.to_owned(),
             });
         }
-        let key = rsa::RsaPublicKey::from_public_key_pem(pem)
+        let (_, doc) =
+            Document::from_pem(pem).map_err(|e| KeyError::MalformedPem(e.to_string()))?;
+        // AWS-LC reads both forms (RFC 8017 `RSAPublicKey` and RFC 5280
+        // `SubjectPublicKeyInfo`) and gives the key back as PKCS#1, which is what we keep.
+        let key = aws_lc_rs::rsa::PublicKey::from_der(doc.as_bytes())
             .map_err(|e| KeyError::MalformedPem(e.to_string()))?;
-        let bits = key.n().bits();
+        let bits = RsaParameters::public_modulus_len(key.as_ref())
+            .map_err(|e| KeyError::Rejected(e.to_string()))? as usize;
         if bits < 2048 {
             return Err(KeyError::TooSmall { bits });
         }
-        let der = key
-            .to_pkcs1_der()
-            .map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Self::from_pkcs1_der(der.as_bytes().to_vec())
+        Self::from_pkcs1_der(key.as_ref().to_vec())
     }
 
     /// Refuses what AWS-LC will not verify with (a modulus over 8192 bits, say), so
@@ -94,13 +96,19 @@ impl PublicKey {
         &self.pkcs1_der
     }
 
-    /// The key as SubjectPublicKeyInfo PEM.
+    /// The key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        use rsa::pkcs1::DecodeRsaPublicKey as _;
-        rsa::RsaPublicKey::from_pkcs1_der(&self.pkcs1_der)
-            .map_err(|e| KeyError::Rejected(e.to_string()))?
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| KeyError::Rejected(e.to_string()))
+        let spki: PublicKeyX509Der<'static> = self
+            .parsed
+            .as_der()
+            .map_err(|e| KeyError::Rejected(e.to_string()))?;
+        Ok(crate::keys::pem_encode("PUBLIC KEY", spki.as_ref()))
+    }
+
+    /// The key as PKCS#1 PEM (`-----BEGIN RSA PUBLIC KEY-----`), for tools that want
+    /// that form.
+    pub fn to_pkcs1_pem(&self) -> String {
+        crate::keys::pem_encode("RSA PUBLIC KEY", &self.pkcs1_der)
     }
 
     /// Verifies a base64 signature over `body` (how requests are signed, and how bunq

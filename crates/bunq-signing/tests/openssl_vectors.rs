@@ -223,15 +223,74 @@ fn missing_key_file_is_an_io_error() {
 }
 
 #[test]
-fn accepts_pkcs1_private_key_pem() {
-    // Convert the fixture to PKCS#1 via the rsa crate (as `openssl rsa -traditional` would).
-    use rsa::pkcs1::EncodeRsaPrivateKey as _;
-    use rsa::pkcs8::DecodePrivateKey as _;
-    let k = rsa::RsaPrivateKey::from_pkcs8_pem(&fixture("private_key.pem")).unwrap();
-    let pkcs1 = k.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
-    let key = PrivateKey::from_pem(&pkcs1).unwrap();
+fn pkcs1_private_key_pem_is_the_same_key_as_pkcs8() {
+    // `openssl pkey -traditional` of private_key.pem.
+    let key = PrivateKey::from_pem(&fixture("private_key_pkcs1.pem")).unwrap();
     assert_eq!(
         key.sign_body(b"").as_str(),
         fixture("empty_body.sig.b64").trim()
     );
+    // Kept and written as PKCS#8, byte for byte what `openssl genpkey` wrote.
+    assert_eq!(
+        key.to_pkcs8_pem().expose_secret(),
+        &fixture("private_key.pem")
+    );
+    assert_eq!(key.public_key_pem(), fixture("public_key.pem"));
+}
+
+#[test]
+fn pkcs8_private_key_pem_round_trips_byte_for_byte() {
+    let pem = fixture("private_key.pem");
+    let key = PrivateKey::from_pem(&pem).unwrap();
+    assert_eq!(key.to_pkcs8_pem().expose_secret(), &pem);
+    let again = PrivateKey::from_pem(key.to_pkcs8_pem().expose_secret()).unwrap();
+    assert_eq!(again.sign_body(b"x"), key.sign_body(b"x"));
+    let der = PrivateKey::from_pkcs8_der(key.pkcs8_der().expose_secret()).unwrap();
+    assert_eq!(der.public_key_pem(), key.public_key_pem());
+}
+
+#[test]
+fn spki_public_key_pem_round_trips_byte_for_byte() {
+    let pem = fixture("public_key.pem");
+    let public = PublicKey::from_pem(&pem).unwrap();
+    assert_eq!(public.to_pem().unwrap(), pem);
+    assert_eq!(public.to_pkcs1_pem(), fixture("public_key_pkcs1.pem"));
+}
+
+#[test]
+fn pkcs1_public_key_pem_round_trips_and_verifies() {
+    // `openssl rsa -RSAPublicKey_out` of private_key.pem.
+    let pem = fixture("public_key_pkcs1.pem");
+    let public = PublicKey::from_pem(&pem).unwrap();
+    assert_eq!(public.to_pkcs1_pem(), pem);
+    assert_eq!(public.to_pem().unwrap(), fixture("public_key.pem"));
+    public
+        .verify_body(fixture("body.json").as_bytes(), &fixture("body.sig.b64"))
+        .unwrap();
+    assert_eq!(
+        public.pkcs1_der(),
+        PublicKey::from_pem(&fixture("public_key.pem"))
+            .unwrap()
+            .pkcs1_der()
+    );
+}
+
+#[test]
+fn refuses_pkcs1_private_keys_under_2048_bits() {
+    assert!(matches!(
+        PrivateKey::from_pem(&fixture("weak_1024_private_key_pkcs1.pem")),
+        Err(KeyError::TooSmall { bits: 1024 })
+    ));
+}
+
+#[test]
+fn a_private_key_is_not_a_public_key_in_either_form() {
+    assert!(matches!(
+        PublicKey::from_pem(&fixture("private_key_pkcs1.pem")),
+        Err(KeyError::WrongPemLabel { .. })
+    ));
+    assert!(matches!(
+        PrivateKey::from_pem(&fixture("public_key_pkcs1.pem")),
+        Err(KeyError::WrongPemLabel { .. })
+    ));
 }

@@ -1,34 +1,4 @@
-//! Persistence for the gateway, encrypted at rest, on SQLite or PostgreSQL.
-//!
-//! One SQLite file (bundled SQLite through rusqlite, WAL, forward-only migrations) or,
-//! with the `postgres` feature, one PostgreSQL database shared by several gateways,
-//! holding pending OAuth states, connected end users, their OAuth access tokens and
-//! bunq contexts (installation key, tokens, session), idempotency records, the events
-//! outbox, and an append-only audit log.
-//! Every secret column is sealed with AES-256-GCM under a caller-supplied
-//! [`MasterKey`], with a fresh nonce and associated data binding it to its table,
-//! column and row, so a ciphertext moved elsewhere fails with [`StoreError::Decrypt`]
-//! rather than decrypting. [`Store`] implements `bunq_oauth::StateStore` and
-//! `bunq_session::ContextStore`.
-//!
-//! ```
-//! use bunq_store::{MasterKey, Store, UserStatus};
-//! use secrecy::{ExposeSecret as _, SecretString};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = tempfile::tempdir()?;
-//! let key = MasterKey::generate()?; // in production: MasterKey::from_file(path)?
-//! let store = Store::open(dir.path().join("gateway.db"), key).await?;
-//!
-//! store.put_access_token("alice", &SecretString::from("oauth-token")).await?;
-//! let alice = store.mark_connected("alice", 4242).await?;
-//! assert_eq!(alice.status, UserStatus::Connected);
-//! let token = store.access_token("alice").await?.expect("stored");
-//! assert_eq!(token.expose_secret(), "oauth-token");
-//! # Ok(())
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! # Backends
 //! [`Store::open`] opens a SQLite file; `Store::open_postgres` (feature `postgres`) a

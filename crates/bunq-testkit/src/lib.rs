@@ -1,28 +1,4 @@
-//! A faithful fake bunq server for offline tests and demos.
-//!
-//! [`FakeBunq`] speaks bunq's real protocol on `127.0.0.1`: installation, device-server
-//! and session-server with RSA request signatures checked, every response signed with
-//! its own server key (`X-Bunq-Server-Signature`, body only; like bunq, 429, 491 and 5xx
-//! answers are not signed) and tagged with `X-Bunq-Client-Response-Id`, sandbox users
-//! with money, payments, OAuth clients, the OAuth consent page and token endpoint. Knobs
-//! make it misbehave the way bunq does (expired sessions, 401s, bad signatures, 5xx and
-//! 491 with or without `Retry-After`, 429, latency, denied consent, withdrawn OAuth
-//! grants, connections cut or answers delayed after a payment executed), and it counts
-//! the calls per endpoint and the payments made so tests can assert how often a client
-//! hit bunq and that money moved exactly once.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), bunq_testkit::FakeError> {
-//! use bunq_testkit::FakeBunq;
-//!
-//! let fake = FakeBunq::start().await?;
-//! let user = fake.create_sandbox_user();
-//! // Point a bunq client at `fake.api_base()` and use `user.api_key` as its secret.
-//! assert!(fake.api_base().ends_with("/v1"));
-//! fake.knobs().fail_next_with_insufficient_authorisation(1);
-//! assert_eq!(fake.calls("POST /session-server"), 0);
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! # What it serves
 //! Under `/v1`: `POST /installation` (no auth), `POST /device-server` and
