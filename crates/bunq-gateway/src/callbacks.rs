@@ -338,37 +338,43 @@ pub(crate) async fn subscribe_after_connect(
     if categories.is_empty() {
         return;
     }
-    match subscribe(state, user_ref, credential, categories).await {
-        Ok(_) => {
-            tracing::info!(user_ref, "bunq callbacks subscribed");
-            return;
-        }
-        Err(e) => tracing::warn!(
-            user_ref,
-            attempt = 0,
-            error = e.message(),
-            "subscribing bunq callbacks failed"
-        ),
+    if subscribe_logged(state, user_ref, credential, 0).await {
+        return;
     }
     let (state, user_ref, credential) = (state.clone(), user_ref.to_owned(), credential.clone());
     tokio::spawn(async move {
         for attempt in 1..3u32 {
             tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
-            let categories = &state.callback_settings.categories;
-            match subscribe(&state, &user_ref, &credential, categories).await {
-                Ok(_) => {
-                    tracing::info!(user_ref, "bunq callbacks subscribed");
-                    return;
-                }
-                Err(e) => tracing::warn!(
-                    user_ref,
-                    attempt,
-                    error = e.message(),
-                    "subscribing bunq callbacks failed"
-                ),
+            if subscribe_logged(&state, &user_ref, &credential, attempt).await {
+                return;
             }
         }
     });
+}
+
+/// One attempt of [`subscribe_after_connect`], logged either way; whether it succeeded.
+async fn subscribe_logged(
+    state: &Shared,
+    user_ref: &str,
+    credential: &CredentialId,
+    attempt: u32,
+) -> bool {
+    let categories = &state.callback_settings.categories;
+    match subscribe(state, user_ref, credential, categories).await {
+        Ok(_) => {
+            tracing::info!(user_ref, "bunq callbacks subscribed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                user_ref,
+                attempt,
+                error = e.message(),
+                "subscribing bunq callbacks failed"
+            );
+            false
+        }
+    }
 }
 
 /// `GET /v1/users/{user_ref}/callbacks`.

@@ -493,12 +493,13 @@ pub(crate) async fn one(
 ) -> Result<Json<EventView>, ApiError> {
     match state.store.event(&id).await? {
         Some(e) => Ok(Json(view(&state.callback_settings, e))),
-        None => Err(ApiError::new(
-            http::StatusCode::NOT_FOUND,
-            "not_found",
-            "no such event",
-        )),
+        None => Err(no_such_event()),
     }
+}
+
+/// The 404 of the routes that name one event.
+fn no_such_event() -> ApiError {
+    ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "no such event")
 }
 
 /// `POST /v1/events/{id}/redeliver`: pending again, due now, a fresh retry period.
@@ -507,11 +508,7 @@ pub(crate) async fn redeliver(
     Path(id): Path<String>,
 ) -> Result<(http::StatusCode, Json<Value>), ApiError> {
     if !state.store.redeliver_event(&id).await? {
-        return Err(ApiError::new(
-            http::StatusCode::NOT_FOUND,
-            "not_found",
-            "no such event",
-        ));
+        return Err(no_such_event());
     }
     state.relay.wake();
     Ok((
