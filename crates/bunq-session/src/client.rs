@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope::{self, Page};
 use crate::error::SendFailure;
 use crate::error::is_dead_session;
+use crate::fleet::SharedSessionWindow;
 use crate::rate_limit::{Limiter, Refusal, SessionPacer};
 use crate::transport::{Failure, Transport};
 use crate::verify_cache::VerifiedCache;
@@ -322,6 +323,8 @@ pub(crate) struct ClientInner {
     pub(crate) api_base: String,
     pub(crate) limiter: Limiter,
     pub(crate) pacer: SessionPacer,
+    /// The egress's session-server turn shared with other processes, if any.
+    pub(crate) shared_window: Option<Arc<dyn SharedSessionWindow>>,
     pub(crate) session_server_calls: AtomicU64,
     /// `None` when `verify_cache_entries` is 0: every response goes to RSA.
     verified: Option<VerifiedCache>,
@@ -377,6 +380,7 @@ impl BunqClient {
             inner: Arc::new(ClientInner {
                 limiter: Limiter::new(config.rate_limits.clone()),
                 pacer: SessionPacer::new(&config.rate_limits),
+                shared_window: None,
                 http,
                 default_headers: defaults,
                 api_base,
@@ -413,6 +417,31 @@ impl BunqClient {
     /// stored serve at once.
     pub fn assume_recent_session_server_call(&self) {
         self.inner.pacer.assume_recent_call();
+    }
+
+    /// Shares the session-server turn with the other processes behind the same egress
+    /// IP through `window` (see [`SharedSessionWindow`]): each call waits for the
+    /// shared turn, and this process's own pacer only queues its callers (in arrival
+    /// order, one call at a time), since the shared turn spaces the calls. Call it on a
+    /// client just built, before it is cloned; fails otherwise.
+    pub fn share_session_window(
+        mut self,
+        window: Arc<dyn SharedSessionWindow>,
+    ) -> Result<Self, Error> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or_else(|| {
+            Error::Config("share_session_window on a client already cloned".into())
+        })?;
+        inner.pacer.only_queue();
+        inner.shared_window = Some(window);
+        Ok(self)
+    }
+
+    /// Splits this IP's per-endpoint limits between `processes` processes behind it:
+    /// each keeps to its share (the limit divided by `processes`, at least one call per
+    /// window), so that together they stay within bunq's count for the IP. 1 (the
+    /// default) is a process alone.
+    pub fn set_limit_share(&self, processes: u32) {
+        self.inner.limiter.set_share(processes);
     }
 
     /// How many callers wait for a turn at the session-server pacer now: a queue that

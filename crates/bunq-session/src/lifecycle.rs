@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::client::{ApiRequest, Auth};
 use crate::envelope::{self, decode_object};
+use crate::fleet::SharedSessionWindow;
 use crate::{BunqClient, Device, Error, Installation, Session, UserKind};
 
 #[derive(Deserialize)]
@@ -150,19 +151,58 @@ impl BunqClient {
         self.inner
             .pacer
             .run(deadline, async {
+                let shared = self.inner.shared_window.as_deref();
+                if let Some(window) = shared {
+                    self.take_shared_turn(window, deadline).await?;
+                }
                 // bunq starts the session's clock when it answers; taking the time
                 // before sending errs on the early side.
                 let started = SystemTime::now();
                 self.inner
                     .session_server_calls
                     .fetch_add(1, Ordering::Relaxed);
-                let resp = self
-                    .send(Auth::Installation(installation), &req)
-                    .await?
-                    .into_result()?;
-                parse_session(&resp.body, started)
+                let result = async {
+                    let resp = self
+                        .send(Auth::Installation(installation), &req)
+                        .await?
+                        .into_result()?;
+                    parse_session(&resp.body, started)
+                }
+                .await;
+                if let Some(window) = shared {
+                    // Not released (a failed release, or a process that dies here),
+                    // the turn stays taken until the call's longest time plus a window
+                    // has passed: later, never sooner.
+                    if let Err(e) = window.release().await {
+                        tracing::warn!(error = %e, "cannot release the shared session-server turn");
+                    }
+                }
+                result
             })
             .await
+    }
+
+    /// Waits for the egress's shared session-server turn, at most until `deadline`
+    /// (then [`Error::SessionCapacity`] with the wait another process's turn implies).
+    async fn take_shared_turn(
+        &self,
+        window: &dyn SharedSessionWindow,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        // The call may last its timeout; the turn is held for that long at most.
+        let hold = self.inner.config.request_timeout + self.inner.config.connect_timeout;
+        loop {
+            let Some(wait) = window.try_take(hold).await? else {
+                return Ok(());
+            };
+            let now = Instant::now();
+            if now + wait > deadline {
+                return Err(Error::SessionCapacity { retry_after: wait });
+            }
+            // Asked again a little after the turn should be free: the clocks of the
+            // database and of this process need not tick together.
+            tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        }
     }
 
     /// `DELETE /session/{id}`: ends the session at bunq.

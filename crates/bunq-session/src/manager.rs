@@ -559,6 +559,33 @@ impl<S: ContextStore> SessionManager<S> {
                 });
             }
         }
+        // Another process sharing the store may be creating (or have created) a
+        // session for the same credential: wait for it, then take what it stored.
+        let fleet_lock = self.inner.store.lock_creation(credential).await?;
+        if fleet_lock.is_some() {
+            let stored = self
+                .inner
+                .store
+                .load(credential)
+                .await?
+                .filter(|ctx| ctx.api_base == self.inner.client.api_base());
+            let Some(stored) = stored else {
+                state.context = None;
+                return Err(Error::NotConnected(credential.clone()));
+            };
+            let taken = stored.session.as_ref().filter(|s| {
+                self.is_fresh(s)
+                    && rejected
+                        .is_none_or(|dead| dead.token.expose_secret() != s.token.expose_secret())
+            });
+            if let Some(session) = taken {
+                let live = self.publish(slot, &stored.installation, session);
+                state.context = Some(stored);
+                state.backoff = None;
+                return Ok(live);
+            }
+            state.context = Some(stored);
+        }
         let Some(context) = state.context.as_mut() else {
             return Err(Error::NotConnected(credential.clone()));
         };

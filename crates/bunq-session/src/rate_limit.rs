@@ -171,6 +171,8 @@ struct Entry {
 /// Sliding-window limiter keyed by method and endpoint pattern.
 pub(crate) struct Limiter {
     policy: RateLimitPolicy,
+    /// How many processes behind this IP split the limits (1: alone).
+    share: std::sync::atomic::AtomicU32,
     windows: Mutex<HashMap<u64, VecDeque<Entry>>>,
     next_id: AtomicU64,
     released: Notify,
@@ -203,10 +205,18 @@ impl Limiter {
     pub(crate) fn new(policy: RateLimitPolicy) -> Self {
         Self {
             policy,
+            share: std::sync::atomic::AtomicU32::new(1),
             windows: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             released: Notify::new(),
         }
+    }
+
+    /// Splits the limits between `processes` processes behind the same IP.
+    pub(crate) fn set_share(&self, processes: u32) {
+        self.share.store(processes.max(1), Ordering::Relaxed);
+        // A larger share frees slots for waiters at once.
+        self.released.notify_waiters();
     }
 
     /// Waits for a slot for `method path`, at most the policy's `max_wait` and never
@@ -222,6 +232,10 @@ impl Limiter {
         if !self.policy.enabled || limit == 0 {
             return Ok(None);
         }
+        // This process's share of the IP's limit; one call per window at least, or
+        // nothing could ever be sent.
+        let share = self.share.load(Ordering::Relaxed).max(1) as usize;
+        let limit = (limit / share).max(1);
         let window = self.policy.window;
         let key = endpoint_key(method, path, self.policy.scope);
         let own_limit = after(Instant::now(), self.policy.max_wait);
@@ -337,6 +351,7 @@ fn is_id_like(segment: &str) -> bool {
 pub(crate) struct SessionPacer {
     enabled: bool,
     limit: usize,
+    /// Zero when a shared turn spaces the calls ([`Self::only_queue`]).
     window: Duration,
     state: Mutex<PacerState>,
     /// Woken whenever the queue or the slots change.
@@ -423,6 +438,13 @@ impl SessionPacer {
             });
         }
         self.changed.notify_waiters();
+    }
+
+    /// Leaves the spacing of the calls to a turn shared with other processes: this
+    /// pacer then only queues its callers and lets one call out at a time.
+    pub(crate) fn only_queue(&mut self) {
+        self.window = Duration::ZERO;
+        self.limit = 1;
     }
 
     /// How many callers wait for their turn.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::{ApiContext, CredentialId};
+use crate::{ApiContext, CreationLock, CredentialId};
 
 /// A failure of the storage behind a [`ContextStore`]; the source says what.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,20 @@ pub trait ContextStore: Send + Sync + 'static {
         credential: &CredentialId,
         context: &ApiContext,
     ) -> impl Future<Output = Result<(), ContextStoreError>> + Send;
+
+    /// For a store that several processes share: a lock on `credential` held while one
+    /// of them creates a session for it. With `Some`, the [`SessionManager`](crate::SessionManager)
+    /// reads the context again once it holds the lock, and uses the session another
+    /// process stored meanwhile instead of opening one more (bunq allows one per 30 s per
+    /// IP). `None` (the default): the store is this process's alone, whose creations are
+    /// single-flight already.
+    fn lock_creation(
+        &self,
+        credential: &CredentialId,
+    ) -> impl Future<Output = Result<Option<CreationLock>, ContextStoreError>> + Send {
+        let _ = credential;
+        async { Ok(None) }
+    }
 }
 
 /// A [`ContextStore`] in memory: nothing survives the process.
@@ -86,5 +100,12 @@ impl<T: ContextStore> ContextStore for std::sync::Arc<T> {
         context: &ApiContext,
     ) -> impl Future<Output = Result<(), ContextStoreError>> + Send {
         (**self).save(credential, context)
+    }
+
+    fn lock_creation(
+        &self,
+        credential: &CredentialId,
+    ) -> impl Future<Output = Result<Option<CreationLock>, ContextStoreError>> + Send {
+        (**self).lock_creation(credential)
     }
 }

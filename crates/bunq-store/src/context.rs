@@ -382,4 +382,22 @@ impl ContextStore for Store {
             .await
             .map_err(|e| ContextStoreError(Box::new(e)))
     }
+
+    /// On PostgreSQL (several gateways may share it): the fleet's lock on the
+    /// credential's session creation. On SQLite: none needed.
+    async fn lock_creation(
+        &self,
+        credential: &CredentialId,
+    ) -> Result<Option<bunq_session::CreationLock>, ContextStoreError> {
+        #[cfg(feature = "postgres")]
+        if let Some(fleet) = self.fleet() {
+            let held = fleet
+                .lock_creation(credential.as_str())
+                .await
+                .map_err(|e| ContextStoreError(Box::new(e)))?;
+            return Ok(Some(bunq_session::CreationLock::new(held)));
+        }
+        let _ = credential;
+        Ok(None)
+    }
 }

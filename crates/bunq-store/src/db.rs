@@ -29,6 +29,13 @@ pub struct StoreOptions {
     pub readers: usize,
     /// PostgreSQL: the most connections the pool opens (at least 1).
     pub connections: usize,
+    /// PostgreSQL in fleet mode: this gateway's replica id, recorded with the
+    /// `Idempotency-Key`s it sends (so that only a dead replica's are settled as
+    /// unknown).
+    pub replica: Option<String>,
+    /// PostgreSQL in fleet mode: the egress this gateway reaches bunq through,
+    /// recorded with each user it connects (bunq binds the user's device to that IP).
+    pub egress: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -37,11 +44,21 @@ impl Default for StoreOptions {
             durability: Durability::Full,
             readers: 4,
             connections: 8,
+            replica: None,
+            egress: None,
         }
     }
 }
 
 impl StoreOptions {
+    /// Makes this store a gateway of a fleet: `replica` its id, `egress` the IP (or a
+    /// name for it) bunq sees it from. See [`Store::fleet`](crate::Store::fleet).
+    pub fn fleet_member(mut self, replica: impl Into<String>, egress: impl Into<String>) -> Self {
+        self.replica = Some(replica.into());
+        self.egress = Some(egress.into());
+        self
+    }
+
     /// Sets the durability.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;

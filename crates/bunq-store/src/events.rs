@@ -9,7 +9,7 @@
 //! retries.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -329,6 +329,47 @@ impl Store {
         .await
     }
 
+    /// [`due_events`](Self::due_events) for a relay that may share the database with
+    /// others: each event returned is leased to the caller until `now + lease` (its
+    /// settlement ends the lease sooner), and an event leased to another relay is not
+    /// due, nor is any later event of the same user, so that no two relays deliver one
+    /// event, or one user's events, at the same time. A relay that dies leaves its
+    /// events to be taken again once their lease ends. On SQLite (one process) the
+    /// lease is kept the same way.
+    pub async fn claim_due_events(
+        &self,
+        now: SystemTime,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        crate::on_postgres!(self, pg => pg.claim_due_events(now, limit, lease));
+        let until = to_db_time(now.checked_add(lease).unwrap_or(now))?;
+        let now = to_db_time(now)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |conn, shared| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "UPDATE events SET leased_until = ?3 WHERE seq IN (
+                     SELECT seq FROM events WHERE seq IN (
+                         SELECT MIN(seq) FROM events
+                         WHERE delivered_at IS NULL AND dead_at IS NULL
+                           AND unconfirmed_at IS NULL
+                         GROUP BY user_ref)
+                     AND next_attempt_at <= ?1
+                     AND (leased_until IS NULL OR leased_until <= ?1)
+                     ORDER BY seq LIMIT ?2)
+                 RETURNING {COLUMNS}"
+            ))?;
+            let mut rows = stmt.query(params![now, limit, until])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(event_row(row, shared)?);
+            }
+            out.sort_by_key(|e| e.seq);
+            Ok(out)
+        })
+        .await
+    }
+
     /// Events after `after` (a `seq`), oldest first, at most `limit`.
     pub async fn events_after(
         &self,
@@ -373,7 +414,7 @@ impl Store {
         let id = id.to_owned();
         self.write_grouped(move |conn, _| {
             conn.prepare_cached(
-                "UPDATE events SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL
+                "UPDATE events SET leased_until = NULL, delivered_at = ?2, attempts = attempts + 1, last_error = NULL
                  WHERE id = ?1",
             )?
             .execute(params![id, now_db()?])?;
@@ -396,7 +437,7 @@ impl Store {
         self.write_grouped(move |conn, _| {
             let now = now_db()?;
             conn.prepare_cached(
-                "UPDATE events SET attempts = attempts + 1, last_error = ?2,
+                "UPDATE events SET leased_until = NULL, attempts = attempts + 1, last_error = ?2,
                    next_attempt_at = ?3, dead_at = CASE WHEN ?4 THEN ?5 ELSE NULL END
                  WHERE id = ?1 AND delivered_at IS NULL",
             )?
@@ -436,7 +477,7 @@ impl Store {
         let (id, reason) = (id.to_owned(), reason.to_owned());
         self.write_grouped(move |conn, _| {
             conn.prepare_cached(
-                "UPDATE events SET unconfirmed_at = ?2, attempts = attempts + 1, last_error = ?3
+                "UPDATE events SET leased_until = NULL, unconfirmed_at = ?2, attempts = attempts + 1, last_error = ?3
                  WHERE id = ?1 AND delivered_at IS NULL",
             )?
             .execute(params![id, now_db()?, reason])?;
@@ -492,7 +533,7 @@ impl Store {
             let now = now_db()?;
             let n = conn
                 .prepare_cached(
-                    "UPDATE events SET delivered_at = NULL, dead_at = NULL, unconfirmed_at = NULL,
+                    "UPDATE events SET leased_until = NULL, delivered_at = NULL, dead_at = NULL, unconfirmed_at = NULL,
                        attempts = 0,
                        next_attempt_at = ?2, received_at = ?2 WHERE id = ?1",
                 )?

@@ -386,6 +386,51 @@ CREATE TABLE store_keys (
 );
 "#;
 
+/// Version 6: several gateways on one database (fleet mode, PostgreSQL).
+///
+/// - `users.egress`: the egress (the IP bunq sees) the user's live credential's device
+///   was registered from; bunq refuses the device from any other IP, so only gateways
+///   of that egress serve the user. NULL: registered before fleet mode (the default
+///   egress).
+/// - `events.leased_until`: a gateway relaying an event holds it until then (a lease,
+///   so that a dead gateway's events are taken over, and no two deliver one at once).
+/// - `idempotency_keys.owner`: the gateway (replica id) whose call a key in flight is,
+///   so that a starting gateway settles its dead predecessors' keys, not its live
+///   peers'.
+///
+/// PostgreSQL also gets the tables through which gateways coordinate (never copied,
+/// they hold nothing that outlives the processes): `fleet_replicas` (who is alive,
+/// behind which egress, reachable where) and `session_windows` (one row per egress: the
+/// session-server pacer shared by every gateway behind it), both on the database's
+/// clock.
+const V6: &str = r#"
+ALTER TABLE users ADD COLUMN egress TEXT;
+ALTER TABLE events ADD COLUMN leased_until INTEGER;
+ALTER TABLE idempotency_keys ADD COLUMN owner TEXT;
+"#;
+
+/// [`V6`] for PostgreSQL, with the coordination tables.
+const PG_V6: &str = r#"
+ALTER TABLE users ADD COLUMN egress TEXT;
+ALTER TABLE events ADD COLUMN leased_until BIGINT;
+ALTER TABLE idempotency_keys ADD COLUMN owner TEXT;
+
+CREATE TABLE fleet_replicas (
+    id            TEXT PRIMARY KEY NOT NULL,
+    egress        TEXT NOT NULL,
+    url           TEXT,
+    started_at    TIMESTAMPTZ NOT NULL,
+    heartbeat_at  TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX fleet_replicas_by_egress ON fleet_replicas (egress, heartbeat_at);
+
+CREATE TABLE session_windows (
+    egress      TEXT PRIMARY KEY NOT NULL,
+    busy_until  TIMESTAMPTZ NOT NULL,
+    holder      TEXT
+);
+"#;
+
 /// One version of the schema in both dialects.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) struct SchemaStep {
@@ -432,6 +477,12 @@ pub(crate) const STEPS: &[SchemaStep] = &[
         name: "store_keys",
         sqlite: V5,
         postgres: PG_V5,
+    },
+    SchemaStep {
+        version: 6,
+        name: "fleet",
+        sqlite: V6,
+        postgres: PG_V6,
     },
 ];
 

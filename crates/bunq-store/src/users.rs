@@ -79,6 +79,9 @@ pub struct UserRecord {
     /// What became of the latest consent that did not connect, and when
     /// (`identity_mismatch`, `revoked`, `failed`, `deleted`).
     pub last_consent: Option<(String, SystemTime)>,
+    /// The egress the live connection's device was registered from (fleet mode): bunq
+    /// accepts the device from that IP only. `None`: the default egress.
+    pub egress: Option<String>,
 }
 
 impl UserRecord {
@@ -103,12 +106,13 @@ pub(crate) struct RawUser {
     pub(crate) last_consent: Option<String>,
     pub(crate) last_consent_at: Option<i64>,
     pub(crate) pending: i64,
+    pub(crate) egress: Option<String>,
 }
 
 /// The columns [`RawUser`] is read from, in its order (both backends).
 pub(crate) const USER_COLUMNS: &str = "bunq_user_id, granted_by_user_id, status, status_reason, \
      status_since, connected_at, updated_at, credential, last_consent, last_consent_at, \
-     (SELECT COUNT(*) FROM consents c WHERE c.user_ref = users.user_ref)";
+     (SELECT COUNT(*) FROM consents c WHERE c.user_ref = users.user_ref), egress";
 
 impl RawUser {
     pub(crate) fn into_record(self, user_ref: &str) -> Result<UserRecord, StoreError> {
@@ -128,6 +132,7 @@ impl RawUser {
                 (Some(what), Some(at)) => Some((what, from_db_time(at)?)),
                 _ => None,
             },
+            egress: self.egress,
         })
     }
 }
@@ -153,6 +158,7 @@ pub(crate) fn user_row(
                 last_consent: r.get(8)?,
                 last_consent_at: r.get(9)?,
                 pending: r.get(10)?,
+                egress: r.get(11)?,
             })
         })
         .optional()?;

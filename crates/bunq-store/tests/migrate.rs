@@ -393,7 +393,11 @@ async fn a_wrong_key_is_refused_before_the_file_or_the_database_is_touched() {
     // Back to a v4 file (no audit key yet): opening it with a key creates one, sealed
     // under that key. A wrong key must not get that far.
     raw(&source.path)
-        .execute_batch("DROP TABLE store_keys; PRAGMA user_version = 4;")
+        .execute_batch(
+            "DROP TABLE store_keys; ALTER TABLE users DROP COLUMN egress;
+             ALTER TABLE events DROP COLUMN leased_until;
+             ALTER TABLE idempotency_keys DROP COLUMN owner; PRAGMA user_version = 4;",
+        )
         .unwrap();
     let file = std::fs::read(&source.path).unwrap();
 

@@ -288,7 +288,8 @@ impl PgStore {
             &tx,
             "UPDATE users SET status = 'connected', status_reason = NULL, status_since = $2,
                bunq_user_id = $3, granted_by_user_id = COALESCE($4, granted_by_user_id),
-               connected_at = $2, updated_at = $2, credential = $5, access_token = $6
+               connected_at = $2, updated_at = $2, credential = $5, access_token = $6,
+               egress = $7
              WHERE user_ref = $1",
             &[
                 &user_ref,
@@ -297,6 +298,7 @@ impl PgStore {
                 &db_granted_by,
                 &credential,
                 &sealed,
+                &self.egress,
             ],
         )
         .await?;
@@ -318,6 +320,7 @@ impl PgStore {
             detail.push_str(" replaced_previous_connection=true");
         }
         audit::append(&tx, self, Some(&user_ref), AuditEvent::Connect, &detail).await?;
+        super::fleet::notify_user(&tx, &user_ref).await?;
         let user = user_row(&tx, &user_ref)
             .await?
             .ok_or_else(|| StoreError::UnknownUser {
@@ -373,6 +376,7 @@ impl PgStore {
             &format!("outcome={} reason={reason}", why.as_str()),
         )
         .await?;
+        super::fleet::notify_user(&tx, &user_ref).await?;
         let user = user_row(&tx, &user_ref).await?;
         tx.commit().await?;
         self.evict_keys(credential);
@@ -398,6 +402,7 @@ impl PgStore {
         .await?;
         if changed > 0 {
             audit::append(&tx, self, Some(user_ref), AuditEvent::Revoked, reason).await?;
+            super::fleet::notify_user(&tx, user_ref).await?;
         }
         tx.commit().await?;
         Ok(changed > 0)

@@ -1,7 +1,7 @@
 //! The events outbox on PostgreSQL; see `events.rs`, and `pg/mod.rs` for how inserts
 //! keep the pull API's cursor from passing an event.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio_postgres::Row;
 
@@ -159,6 +159,42 @@ impl PgStore {
         self.open_events(&rows)
     }
 
+    /// See `Store::claim_due_events`: the heads of the users' queues, locked with
+    /// `FOR UPDATE SKIP LOCKED` so that two relays claiming at once take different
+    /// events, and leased in the same statement.
+    pub(crate) async fn claim_due_events(
+        &self,
+        now: SystemTime,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let until = to_db_time(now.checked_add(lease).unwrap_or(now))?;
+        let now = to_db_time(now)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!(
+                "UPDATE events SET leased_until = $3 WHERE seq IN (
+                     SELECT seq FROM events WHERE seq IN (
+                         SELECT MIN(seq) FROM events
+                         WHERE delivered_at IS NULL AND dead_at IS NULL
+                           AND unconfirmed_at IS NULL
+                         GROUP BY user_ref)
+                     AND next_attempt_at <= $1
+                     AND (leased_until IS NULL OR leased_until <= $1)
+                     ORDER BY seq LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING {COLUMNS}"
+            ),
+            &[&now, &limit, &until],
+        )
+        .await?;
+        let mut events = self.open_events(&rows)?;
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
+    }
+
     pub(crate) async fn events_after(
         &self,
         after: u64,
@@ -191,7 +227,7 @@ impl PgStore {
         let client = self.client().await?;
         execute(
             &client,
-            "UPDATE events SET delivered_at = $2, attempts = attempts + 1, last_error = NULL
+            "UPDATE events SET leased_until = NULL, delivered_at = $2, attempts = attempts + 1, last_error = NULL
              WHERE id = $1",
             &[&id, &now_db()?],
         )
@@ -210,7 +246,7 @@ impl PgStore {
         let client = self.client().await?;
         execute(
             &client,
-            "UPDATE events SET attempts = attempts + 1, last_error = $2,
+            "UPDATE events SET leased_until = NULL, attempts = attempts + 1, last_error = $2,
                next_attempt_at = $3,
                dead_at = CASE WHEN $4::BOOLEAN THEN $5::BIGINT ELSE NULL END
              WHERE id = $1 AND delivered_at IS NULL",
@@ -245,7 +281,7 @@ impl PgStore {
         let client = self.client().await?;
         execute(
             &client,
-            "UPDATE events SET unconfirmed_at = $2, attempts = attempts + 1, last_error = $3
+            "UPDATE events SET leased_until = NULL, unconfirmed_at = $2, attempts = attempts + 1, last_error = $3
              WHERE id = $1 AND delivered_at IS NULL",
             &[&id, &now_db()?, &reason],
         )
@@ -285,7 +321,7 @@ impl PgStore {
         let client = self.client().await?;
         let n = execute(
             &client,
-            "UPDATE events SET delivered_at = NULL, dead_at = NULL, unconfirmed_at = NULL,
+            "UPDATE events SET leased_until = NULL, delivered_at = NULL, dead_at = NULL, unconfirmed_at = NULL,
                attempts = 0, next_attempt_at = $2, received_at = $2 WHERE id = $1",
             &[&id, &now_db()?],
         )

@@ -41,8 +41,8 @@ impl PgStore {
             let inserted = execute(
                 &tx,
                 "INSERT INTO idempotency_keys (id, user_ref, fingerprint, request_id, state,
-                                               created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, 'in_flight', $5, $6)
+                                               created_at, expires_at, owner)
+                 VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7)
                  ON CONFLICT (id) DO NOTHING",
                 &[
                     &id,
@@ -51,6 +51,7 @@ impl PgStore {
                     &new_request_id,
                     &now,
                     &expires_at,
+                    &self.replica,
                 ],
             )
             .await?;
@@ -85,8 +86,8 @@ impl PgStore {
                 Judged::Resend(request_id) => {
                     execute(
                         &tx,
-                        "UPDATE idempotency_keys SET state = 'in_flight' WHERE id = $1",
-                        &[&id],
+                        "UPDATE idempotency_keys SET state = 'in_flight', owner = $2 WHERE id = $1",
+                        &[&id, &self.replica],
                     )
                     .await?;
                     IdempotencyBegin::Resend { request_id }
@@ -97,7 +98,7 @@ impl PgStore {
                         "UPDATE idempotency_keys SET
                            user_ref = $2, fingerprint = $3, request_id = $4,
                            state = 'in_flight', status = NULL, answer = NULL,
-                           created_at = $5, expires_at = $6
+                           created_at = $5, expires_at = $6, owner = $7
                          WHERE id = $1",
                         &[
                             &id,
@@ -106,6 +107,7 @@ impl PgStore {
                             &new_request_id,
                             &now,
                             &expires_at,
+                            &self.replica,
                         ],
                     )
                     .await?;
@@ -172,14 +174,18 @@ impl PgStore {
         Ok(())
     }
 
-    /// As on SQLite: every `in_flight` record belonged to a process that is gone. With
-    /// several gateways on one database that is no longer so (another one may be
-    /// sending it now); the multi-replica work must scope this to the process.
+    /// Every `in_flight` record whose gateway is gone becomes `unknown`: one written
+    /// without a replica id (a gateway outside fleet mode, which is the only one on its
+    /// database), or by a replica no longer among the live ones in `fleet_replicas`.
+    /// A live peer's call in flight is left alone.
     pub(crate) async fn recover_idempotency(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
         execute(
             &client,
-            "UPDATE idempotency_keys SET state = 'unknown' WHERE state = 'in_flight'",
+            "UPDATE idempotency_keys SET state = 'unknown'
+             WHERE state = 'in_flight'
+               AND (owner IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM fleet_replicas r WHERE r.id = owner))",
             &[],
         )
         .await

@@ -42,6 +42,7 @@ mod audit;
 mod consents;
 mod context;
 mod events;
+pub(crate) mod fleet;
 mod idempotency;
 mod rotate;
 mod state;
@@ -82,6 +83,11 @@ pub(crate) struct PgStore {
     vault: Vault,
     /// The URL without its password, for `Debug`.
     shown: String,
+    /// The connection settings, for connections outside the pool (LISTEN).
+    pub(crate) config: tokio_postgres::Config,
+    /// This gateway's replica id and egress in fleet mode ([`StoreOptions::fleet_member`]).
+    pub(crate) replica: Option<String>,
+    pub(crate) egress: Option<String>,
 }
 
 impl Deref for PgStore {
@@ -123,7 +129,7 @@ impl PgStore {
         drop(migrator);
 
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A connection is checked with a cheap query only when it was closed;
@@ -142,6 +148,9 @@ impl PgStore {
             pool,
             vault: Vault::new(key, audit_key),
             shown: url.to_string(),
+            config,
+            replica: options.replica.clone(),
+            egress: options.egress.clone(),
         }))
     }
 

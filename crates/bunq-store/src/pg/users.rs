@@ -34,6 +34,7 @@ pub(crate) async fn user_row<C: GenericClient>(
         last_consent: r.try_get(8)?,
         last_consent_at: r.try_get(9)?,
         pending: r.try_get(10)?,
+        egress: r.try_get(11)?,
     }
     .into_record(user_ref)
     .map(Some)
@@ -132,8 +133,8 @@ impl PgStore {
             &tx,
             "UPDATE users SET status = 'connected', status_reason = NULL,
                status_since = $3, bunq_user_id = $2, connected_at = $3,
-               updated_at = $3 WHERE user_ref = $1",
-            &[&user_ref, &db_id, &now],
+               updated_at = $3, egress = $4 WHERE user_ref = $1",
+            &[&user_ref, &db_id, &now, &self.egress],
         )
         .await?;
         if changed == 0 {
@@ -149,6 +150,7 @@ impl PgStore {
             &format!("bunq_user_id={bunq_user_id}"),
         )
         .await?;
+        super::fleet::notify_user(&tx, user_ref).await?;
         let record = user_row(&tx, user_ref)
             .await?
             .ok_or_else(|| StoreError::UnknownUser {
@@ -228,6 +230,7 @@ impl PgStore {
                 None => detail,
             };
             audit::append(&tx, self, Some(user_ref), AuditEvent::Disconnect, &detail).await?;
+            super::fleet::notify_user(&tx, user_ref).await?;
         }
         tx.commit().await?;
         for credential in &credentials {
