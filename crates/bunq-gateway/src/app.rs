@@ -59,6 +59,10 @@ pub(crate) struct AppState {
     pub(crate) callback_settings: crate::config::CallbackSettings,
     /// The outbox deliverer's handle.
     pub(crate) relay: crate::relay::Relay,
+    /// `bunq.egress`: users pinned to another egress are not served here.
+    pub(crate) egress: String,
+    /// This gateway's place in the fleet (PostgreSQL only).
+    pub(crate) fleet: Option<crate::fleet::Member>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -101,11 +105,15 @@ pub(crate) fn client_config(config: &Config) -> ClientConfig {
     } else {
         0
     };
-    ClientConfig::new(environment)
+    let client = ClientConfig::new(environment)
         .user_agent(config.bunq.user_agent.clone())
         .rate_limits(rate_limits)
         .verify_cache_entries(verify_cache_entries)
-        .request_timeout(config.http.upstream_timeout)
+        .request_timeout(config.http.upstream_timeout);
+    match config.bunq.bind_address {
+        Some(address) => client.local_address(address),
+        None => client,
+    }
 }
 
 pub(crate) fn oauth_config(config: &Config) -> OAuthConfig {
@@ -148,17 +156,46 @@ pub(crate) fn check(config: &Config) -> Result<(), GatewayError> {
 /// Opens the store and builds the crates' objects.
 pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
     let key = master_key(&config.security.encryption_key)?;
-    let store = Store::open_location(&config.database, key, StoreOptions::default()).await?;
+    let replica = crate::fleet::replica_id();
+    let options = StoreOptions::default().fleet_member(&replica, &config.bunq.egress);
+    let store = Store::open_location(&config.database, key, options).await?;
     store.integrity_check().await?;
     // A wrong encryption key must stop the start, not fail every request later.
     store.check_master_key().await?;
-    let client =
+    let mut client =
         BunqClient::new(client_config(config)).map_err(|e| GatewayError::Setup(e.to_string()))?;
-    // A database with users is a restart: the process before may have opened a session
-    // moments ago (a crash mid-renewal), within the window this process cannot see.
-    // A first start has no predecessor on this database.
-    if store.count_users().await? > 0 {
-        client.assume_recent_session_server_call();
+    let fleet = store.fleet().map(|fleet| {
+        crate::fleet::Member::new(
+            fleet,
+            replica,
+            config.fleet.clone(),
+            config.http.request_timeout + config.http.upstream_timeout + Duration::from_secs(2),
+        )
+    });
+    match &fleet {
+        // The egress's turn is in the database, with the last call's time: a restart
+        // waits exactly what is left of its predecessor's window. (Without rate
+        // limits, against a fake that has none, there is no turn to share.)
+        Some(member) if config.bunq.rate_limits => {
+            let window = crate::fleet::shared_window(
+                &member.fleet,
+                &config.bunq.egress,
+                &member.replica,
+                config.bunq.session_window,
+            );
+            client = client
+                .share_session_window(window)
+                .map_err(|e| GatewayError::Setup(e.to_string()))?;
+        }
+        // A database with users is a restart: the process before may have opened a
+        // session moments ago (a crash mid-renewal), within the window this process
+        // cannot see. A first start has no predecessor on this database.
+        Some(_) => {}
+        None => {
+            if store.count_users().await? > 0 {
+                client.assume_recent_session_server_call();
+            }
+        }
     }
     let session_config = SessionManagerConfig {
         device_description: "bunq-gateway".to_owned(),
@@ -196,6 +233,8 @@ pub(crate) async fn build(config: &Config) -> Result<Shared, GatewayError> {
         relay: crate::relay::Relay::new(&config.callbacks),
         admin_listener: config.admin_listen.is_some(),
         log_user_ref: config.http.log_user_ref,
+        egress: config.bunq.egress.clone(),
+        fleet,
     }))
 }
 

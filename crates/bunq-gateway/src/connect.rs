@@ -326,6 +326,9 @@ pub(crate) struct UserResponse {
     pending_consents: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_consent: Option<LastConsent>,
+    /// Fleet mode: the egress whose gateways serve the user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    egress: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -359,6 +362,7 @@ pub(crate) async fn get_user(
             outcome,
             at: rfc3339(at),
         }),
+        egress: record.egress,
     }))
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 mod connect;
 mod connector;
 mod error;
+mod fleet;
 mod idempotent;
 mod listener;
 mod metrics;
@@ -86,6 +87,7 @@ impl Gateway {
     pub async fn build(config: Config) -> Result<Self, GatewayError> {
         let state = app::build(&config).await?;
         sweep_expired_states(&state).await;
+        fleet::join(&state).await?;
         let unknown = state.store.recover_idempotency().await?;
         if unknown > 0 {
             tracing::warn!(
@@ -324,6 +326,7 @@ use listener::serve_connections;
 
 /// Closes the database once serving is over.
 async fn close(state: &app::Shared) -> Result<(), GatewayError> {
+    fleet::leave(state).await;
     state.store.close().await?;
     tracing::info!("stopped");
     Ok(())
@@ -343,6 +346,7 @@ async fn sweeping<T>(
     let sweeper = tokio::spawn(sweep_expired_states_forever(state.clone()));
     // Aborting the relay mid-delivery loses nothing: the event is still pending.
     let relay = tokio::spawn(relay::run(state.clone()));
+    let fleet = tokio::spawn(fleet::run(state.clone()));
     // Probes and scrapes are short and carry no state: stopped with the rest.
     let admin = admin.map(|listener| {
         let router = app::admin_router(state.clone());
@@ -355,6 +359,7 @@ async fn sweeping<T>(
     let served = serving.await;
     sweeper.abort();
     relay.abort();
+    fleet.abort();
     if let Some(admin) = admin {
         admin.abort();
     }

@@ -47,7 +47,14 @@ pub(crate) async fn forward(
     let body = body_or_error(body, state.max_body_bytes)?;
     let path_and_query = upstream_path(&uri)?;
     let key = idempotency_key(&method, &headers)?;
-    let credential = route(&state, &user_ref).await?;
+    let credential = match route(&state, &user_ref).await {
+        Ok(credential) => credential,
+        Err(Routed::Elsewhere(egress)) => {
+            return crate::fleet::forward_to_egress(&state, &egress, method, &uri, &headers, body)
+                .await;
+        }
+        Err(Routed::Refused(e)) => return Err(e),
+    };
 
     let endpoint = endpoint_label(&method, &path_and_query);
     let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -284,9 +291,39 @@ fn is_uuid(bytes: &[u8]) -> bool {
         })
 }
 
+/// Why a user has no route here.
+pub(crate) enum Routed {
+    /// The user is pinned to another egress (fleet mode): its gateways serve them.
+    Elsewhere(String),
+    /// What to answer the application.
+    Refused(ApiError),
+}
+
+impl From<ApiError> for Routed {
+    fn from(e: ApiError) -> Self {
+        Routed::Refused(e)
+    }
+}
+
+impl From<bunq_store::StoreError> for Routed {
+    fn from(e: bunq_store::StoreError) -> Self {
+        Routed::Refused(e.into())
+    }
+}
+
+/// A user pinned to another egress, for a caller that cannot hand the request on.
+impl From<Routed> for ApiError {
+    fn from(routed: Routed) -> Self {
+        match routed {
+            Routed::Elsewhere(egress) => crate::fleet::wrong_egress(&egress),
+            Routed::Refused(e) => e,
+        }
+    }
+}
+
 /// The credential of a connected user; the cache spares the database on the hot path.
 /// Any other status answers what the application should do.
-pub(crate) async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId, ApiError> {
+pub(crate) async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId, Routed> {
     let cached = state
         .routes
         .read()
@@ -298,27 +335,34 @@ pub(crate) async fn route(state: &Shared, user_ref: &str) -> Result<CredentialId
     let record = state.store.user(user_ref).await?;
     match record {
         Some(r) if r.status == UserStatus::Connected => {
+            if let Some(egress) = r.egress.as_deref().filter(|e| *e != state.egress) {
+                // bunq accepts the user's device from its egress's IP only: a call from
+                // here would be refused, and could spend this egress's session turn.
+                return Err(Routed::Elsewhere(egress.to_owned()));
+            }
             let credential = CredentialId::new(r.live_credential());
             if let Ok(mut routes) = state.routes.write() {
                 routes.insert(user_ref.to_owned(), credential.clone());
             }
             Ok(credential)
         }
-        Some(r) if r.status == UserStatus::Revoked => Err(grant_revoked()),
-        Some(r) if r.status == UserStatus::Connecting => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "user_connecting",
-            "the user's consent is being connected (bunq allows one new session per 30 s); \
+        Some(r) if r.status == UserStatus::Revoked => Err(grant_revoked().into()),
+        Some(r) if r.status == UserStatus::Connecting => Err(Routed::Refused(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "user_connecting",
+                "the user's consent is being connected (bunq allows one new session per 30 s); \
              retry shortly, or watch GET /v1/users/{user_ref}",
-        )
-        .with_retry_after(std::time::Duration::from_secs(5))),
-        Some(r) if r.status == UserStatus::Failed => Err(ApiError::new(
+            )
+            .with_retry_after(std::time::Duration::from_secs(5)),
+        )),
+        Some(r) if r.status == UserStatus::Failed => Err(Routed::Refused(ApiError::new(
             StatusCode::CONFLICT,
             "grant_failed",
             "the user's bunq account could not be connected; send them through \
              POST /v1/authorizations again",
-        )),
-        _ => Err(ApiError::unknown_user()),
+        ))),
+        _ => Err(ApiError::unknown_user().into()),
     }
 }
 

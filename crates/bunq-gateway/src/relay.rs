@@ -38,6 +38,7 @@ use crate::error::ApiError;
 const BATCH: usize = 64;
 /// How often due retries are looked for when nothing wakes the relay.
 const TICK: Duration = Duration::from_millis(250);
+
 /// The pull API's page bounds.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -139,7 +140,24 @@ pub(crate) async fn record_own(state: &Shared, user_ref: &str, event_type: &str,
 pub(crate) async fn run(state: Shared) {
     let secret = state.callback_settings.webhook_secret.clone();
     loop {
-        let due = match state.store.due_events(SystemTime::now(), BATCH).await {
+        // Alone on its database a gateway reads what is due; in a fleet it claims it
+        // with a lease, so that no two replicas deliver one event (or one user's
+        // events) at once, and a dead replica's events are taken over.
+        let claimed = match &state.fleet {
+            Some(member) => {
+                state
+                    .store
+                    .claim_due_events(
+                        SystemTime::now(),
+                        BATCH,
+                        member.settings.event_lease,
+                        Some(&state.egress),
+                    )
+                    .await
+            }
+            None => state.store.due_events(SystemTime::now(), BATCH).await,
+        };
+        let due = match claimed {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");

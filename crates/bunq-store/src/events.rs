@@ -336,13 +336,19 @@ impl Store {
     /// event, or one user's events, at the same time. A relay that dies leaves its
     /// events to be taken again once their lease ends. On SQLite (one process) the
     /// lease is kept the same way.
+    ///
+    /// With `egress`, events of users pinned to another egress ([`UserRecord::egress`](crate::UserRecord::egress))
+    /// are left to the relays of that egress: confirming one means a call to bunq with
+    /// the user's session, which bunq accepts only from the user's egress.
     pub async fn claim_due_events(
         &self,
         now: SystemTime,
         limit: usize,
         lease: Duration,
+        egress: Option<&str>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        crate::on_postgres!(self, pg => pg.claim_due_events(now, limit, lease));
+        crate::on_postgres!(self, pg => pg.claim_due_events(now, limit, lease, egress));
+        let egress = egress.map(str::to_owned);
         let until = to_db_time(now.checked_add(lease).unwrap_or(now))?;
         let now = to_db_time(now)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -356,10 +362,13 @@ impl Store {
                          GROUP BY user_ref)
                      AND next_attempt_at <= ?1
                      AND (leased_until IS NULL OR leased_until <= ?1)
+                     AND (?4 IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM users u WHERE u.user_ref = events.user_ref
+                           AND u.egress IS NOT NULL AND u.egress <> ?4))
                      ORDER BY seq LIMIT ?2)
                  RETURNING {COLUMNS}"
             ))?;
-            let mut rows = stmt.query(params![now, limit, until])?;
+            let mut rows = stmt.query(params![now, limit, until, egress])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 out.push(event_row(row, shared)?);

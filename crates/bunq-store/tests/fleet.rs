@@ -43,7 +43,7 @@ async fn a_claimed_event_is_nobody_elses_until_settled_or_its_lease_ends(db: Tes
     let now = SystemTime::now() + Duration::from_millis(1);
 
     let first: Vec<String> = one
-        .claim_due_events(now, 10, LEASE)
+        .claim_due_events(now, 10, LEASE, None)
         .await
         .unwrap()
         .into_iter()
@@ -53,7 +53,7 @@ async fn a_claimed_event_is_nobody_elses_until_settled_or_its_lease_ends(db: Tes
     // The other relay gets nothing: not the leased heads, and not alice's next event
     // either (her order holds across relays).
     assert!(
-        two.claim_due_events(now, 10, LEASE)
+        two.claim_due_events(now, 10, LEASE, None)
             .await
             .unwrap()
             .is_empty()
@@ -62,7 +62,7 @@ async fn a_claimed_event_is_nobody_elses_until_settled_or_its_lease_ends(db: Tes
     // Settling ends the lease: alice's next event is due for whoever asks.
     one.event_delivered(&a1).await.unwrap();
     let next: Vec<String> = two
-        .claim_due_events(now, 10, LEASE)
+        .claim_due_events(now, 10, LEASE, None)
         .await
         .unwrap()
         .into_iter()
@@ -73,7 +73,7 @@ async fn a_claimed_event_is_nobody_elses_until_settled_or_its_lease_ends(db: Tes
     // A relay that died: its lease ends and the event is taken over.
     let after_lease = now + LEASE + Duration::from_secs(1);
     let taken_over: Vec<String> = two
-        .claim_due_events(after_lease, 10, LEASE)
+        .claim_due_events(after_lease, 10, LEASE, None)
         .await
         .unwrap()
         .into_iter()
@@ -104,7 +104,7 @@ async fn concurrent_claims_never_hand_out_one_event_twice(db: TestDb) {
             let mut mine = Vec::new();
             for _ in 0..10 {
                 mine.extend(
-                    s.claim_due_events(now, 3, LEASE)
+                    s.claim_due_events(now, 3, LEASE, None)
                         .await
                         .unwrap()
                         .into_iter()

@@ -51,6 +51,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// `[callbacks]`: bunq's callbacks and the relay to the application.
     pub callbacks: CallbackSettings,
+    /// `[fleet]`.
+    pub fleet: FleetSettings,
 }
 
 /// `[callbacks]` (all optional).
@@ -173,6 +175,33 @@ pub struct BunqSettings {
     /// accepted on its SHA-256 instead of a second RSA verification (equivalent, as the
     /// verification is deterministic; on by default).
     pub verify_cache: bool,
+    /// Fleet mode: the egress (the IP bunq sees this gateway's calls from, or a name
+    /// for it) this gateway is behind. Gateways of one egress share its session-server
+    /// turn and split its rate limits through the database; users are served by the
+    /// gateways of the egress their device was registered from. `default` when unset.
+    pub egress: String,
+    /// The local address this gateway's connections to bunq leave from (on a host with
+    /// several, the one its egress IP is routed through). The system's choice if unset.
+    pub bind_address: Option<std::net::IpAddr>,
+}
+
+/// `[fleet]`: several gateways on one PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// How often a gateway tells the others it is alive.
+    pub heartbeat: Duration,
+    /// After how long without a heartbeat a gateway counts as dead: its in-flight
+    /// `Idempotency-Key`s settle as unknown, and its egress's limits are split among
+    /// fewer.
+    pub stale_after: Duration,
+    /// How long the relay holds an event it delivers before another gateway may take
+    /// it over (a gateway that died mid-delivery).
+    pub event_lease: Duration,
+    /// Where the other gateways reach this one (its private address, e.g.
+    /// `http://10.0.0.5:8080`): a request for a user pinned to this gateway's egress
+    /// that lands on another egress's gateway is handed here. Unset: such requests are
+    /// answered 421 `wrong_egress` there.
+    pub advertise_url: Option<Url>,
 }
 
 /// `[oauth]`.
@@ -411,7 +440,51 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         session_wait: Duration::from_secs(src.int("bunq.session_wait_seconds", 35, (0, 3_600))?),
         permitted_ips: src.str_list("bunq.permitted_ips")?.unwrap_or_default(),
         verify_cache: src.bool("bunq.verify_cache", true)?,
+        egress: match src.str("bunq.egress")? {
+            None => "default".to_owned(),
+            Some(e)
+                if !e.is_empty()
+                    && e.len() <= 64
+                    && e.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)) =>
+            {
+                e.to_owned()
+            }
+            Some(_) => {
+                return Err(src.err(
+                    "bunq.egress",
+                    "must be 1 to 64 letters, digits, '.', '-', '_' or ':' (an IP or a name)",
+                ));
+            }
+        },
+        bind_address: match src.str("bunq.bind_address")? {
+            None => None,
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| src.err("bunq.bind_address", "must be an IP address"))?,
+            ),
+        },
     };
+    let fleet = FleetSettings {
+        heartbeat: Duration::from_millis(src.int("fleet.heartbeat_ms", 1_000, (50, 60_000))?),
+        stale_after: Duration::from_millis(src.int(
+            "fleet.stale_after_ms",
+            5_000,
+            (100, 600_000),
+        )?),
+        event_lease: Duration::from_millis(src.int(
+            "fleet.event_lease_ms",
+            60_000,
+            (100, 3_600_000),
+        )?),
+        advertise_url: src.url("fleet.advertise_url")?,
+    };
+    if fleet.stale_after <= fleet.heartbeat {
+        return Err(src.err(
+            "fleet.stale_after_ms",
+            "must be longer than fleet.heartbeat_ms",
+        ));
+    }
 
     let redirect_uri = match (
         src.url("oauth.redirect_uri")?,
@@ -544,6 +617,7 @@ fn validate(src: &Sources) -> Result<Config, ConfigError> {
         security,
         http,
         callbacks,
+        fleet,
     })
 }
 

@@ -59,6 +59,8 @@ const KEYS: &[KeySpec] = &[
     sec("bunq", "session_wait_seconds", Kind::Int),
     sec("bunq", "permitted_ips", Kind::StrList),
     sec("bunq", "verify_cache", Kind::Bool),
+    sec("bunq", "egress", Kind::Str),
+    sec("bunq", "bind_address", Kind::Str),
     sec("oauth", "client_id", Kind::Str),
     sec("oauth", "client_secret", Kind::Str),
     sec("oauth", "client_secret_file", Kind::Str),
@@ -95,9 +97,13 @@ const KEYS: &[KeySpec] = &[
     sec("callbacks", "delivery_timeout_seconds", Kind::Int),
     sec("callbacks", "confirm", Kind::Bool),
     sec("callbacks", "retention_seconds", Kind::Int),
+    sec("fleet", "heartbeat_ms", Kind::Int),
+    sec("fleet", "stale_after_ms", Kind::Int),
+    sec("fleet", "event_lease_ms", Kind::Int),
+    sec("fleet", "advertise_url", Kind::Str),
 ];
 
-const SECTIONS: &[&str] = &["bunq", "oauth", "security", "http", "callbacks"];
+const SECTIONS: &[&str] = &["bunq", "oauth", "security", "http", "callbacks", "fleet"];
 
 impl KeySpec {
     fn dotted(&self) -> String {

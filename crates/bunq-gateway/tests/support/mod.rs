@@ -140,7 +140,7 @@ impl Env {
         Some(env)
     }
 
-    async fn use_postgres(&mut self, base_url: String) {
+    pub async fn use_postgres(&mut self, base_url: String) {
         let schema = PgSchema::create(base_url).await;
         self.database = schema.url();
         self.postgres = Some(schema);

@@ -167,6 +167,7 @@ impl PgStore {
         now: SystemTime,
         limit: usize,
         lease: Duration,
+        egress: Option<&str>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let until = to_db_time(now.checked_add(lease).unwrap_or(now))?;
         let now = to_db_time(now)?;
@@ -183,11 +184,14 @@ impl PgStore {
                          GROUP BY user_ref)
                      AND next_attempt_at <= $1
                      AND (leased_until IS NULL OR leased_until <= $1)
+                     AND ($4::TEXT IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM users u WHERE u.user_ref = events.user_ref
+                           AND u.egress IS NOT NULL AND u.egress <> $4))
                      ORDER BY seq LIMIT $2
                      FOR UPDATE SKIP LOCKED)
                  RETURNING {COLUMNS}"
             ),
-            &[&now, &limit, &until],
+            &[&now, &limit, &until, &egress],
         )
         .await?;
         let mut events = self.open_events(&rows)?;
