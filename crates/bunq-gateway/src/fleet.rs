@@ -43,6 +43,9 @@ pub(crate) struct Member {
     next_peer: AtomicUsize,
     /// The client requests are handed to peers with.
     http: reqwest::Client,
+    /// Held from the join to the end of the process: the database's proof that this
+    /// replica is alive.
+    membership: tokio::sync::Mutex<Option<bunq_store::Membership>>,
 }
 
 impl Member {
@@ -64,6 +67,7 @@ impl Member {
             peers: RwLock::new(Vec::new()),
             next_peer: AtomicUsize::new(0),
             http,
+            membership: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -115,8 +119,10 @@ pub(crate) async fn forward_to_egress(
         return Err(wrong_egress(egress));
     }
     let Some(peer) = member.peer_of(egress) else {
+        let known = member.peers.read().map(|p| p.len()).unwrap_or(0);
         tracing::warn!(
             egress,
+            known,
             "no live gateway of the user's egress said where it is reached (fleet.advertise_url)"
         );
         return Err(wrong_egress(egress));
@@ -238,10 +244,11 @@ pub(crate) async fn join(state: &Shared) -> Result<(), bunq_store::StoreError> {
         return Ok(());
     };
     let url = member.settings.advertise_url.as_ref().map(url::Url::as_str);
-    member
+    let membership = member
         .fleet
         .join(&member.replica, &state.egress, url)
         .await?;
+    *member.membership.lock().await = Some(membership);
     beat(state, member).await?;
     tracing::info!(
         replica = member.replica,
@@ -321,6 +328,7 @@ pub(crate) async fn leave(state: &Shared) {
         if let Err(e) = member.fleet.leave(&member.replica).await {
             tracing::warn!(error = %e, "could not leave the fleet");
         }
+        member.membership.lock().await.take();
     }
 }
 

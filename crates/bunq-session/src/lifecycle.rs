@@ -1,5 +1,6 @@
 //! The installation → device-server → session-server lifecycle, and closing a session.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -151,9 +152,11 @@ impl BunqClient {
         self.inner
             .pacer
             .run(deadline, async {
-                let shared = self.inner.shared_window.as_deref();
+                let shared = self.inner.shared_window.as_ref();
+                let mut turn = None;
                 if let Some(window) = shared {
-                    self.take_shared_turn(window, deadline).await?;
+                    self.take_shared_turn(window.as_ref(), deadline).await?;
+                    turn = Some(SharedTurn(Some(Arc::clone(window))));
                 }
                 // bunq starts the session's clock when it answers; taking the time
                 // before sending errs on the early side.
@@ -169,13 +172,8 @@ impl BunqClient {
                     parse_session(&resp.body, started)
                 }
                 .await;
-                if let Some(window) = shared {
-                    // Not released (a failed release, or a process that dies here),
-                    // the turn stays taken until the call's longest time plus a window
-                    // has passed: later, never sooner.
-                    if let Err(e) = window.release().await {
-                        tracing::warn!(error = %e, "cannot release the shared session-server turn");
-                    }
+                if let Some(mut turn) = turn {
+                    turn.release().await;
                 }
                 result
             })
@@ -291,6 +289,36 @@ fn nested_id(user: &serde_json::Map<String, Value>) -> Option<u64> {
 fn nested_session_timeout(user: &serde_json::Map<String, Value>) -> Option<u64> {
     user.values()
         .find_map(|object| object.get("session_timeout").and_then(Value::as_u64))
+}
+
+/// A shared session-server turn taken for one call: released when the call ended, or,
+/// if the call's future is dropped midway (a caller that gave up), by a task of its
+/// own. Not released at all (a failed release, or a process that dies), the turn stays
+/// taken until the call's longest time plus a window has passed: later, never sooner.
+struct SharedTurn(Option<Arc<dyn SharedSessionWindow>>);
+
+impl SharedTurn {
+    async fn release(&mut self) {
+        if let Some(window) = self.0.take() {
+            if let Err(e) = window.release().await {
+                tracing::warn!(error = %e, "cannot release the shared session-server turn");
+            }
+        }
+    }
+}
+
+impl Drop for SharedTurn {
+    fn drop(&mut self) {
+        if let Some(window) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = window.release().await {
+                        tracing::warn!(error = %e, "cannot release the shared session-server turn");
+                    }
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

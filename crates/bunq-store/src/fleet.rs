@@ -63,7 +63,21 @@ impl std::fmt::Debug for Fleet {
 /// next gateway in (which then finds the new session in the store).
 pub struct CreationLock {
     #[cfg(feature = "postgres")]
-    _held: crate::pg::fleet::HeldLock,
+    _held: crate::pg::fleet::CreationClaim,
+}
+
+/// A gateway's membership of the fleet: while it is held, the gateway counts as alive
+/// whatever its heartbeats say (a lock on a connection of its own, which the database
+/// releases the moment the process dies, so that its peers settle its work at once).
+pub struct Membership {
+    #[cfg(feature = "postgres")]
+    _liveness: crate::pg::fleet::Liveness,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Membership")
+    }
 }
 
 impl std::fmt::Debug for CreationLock {
@@ -88,14 +102,17 @@ impl Store {
 #[cfg(feature = "postgres")]
 impl Fleet {
     /// Announces this gateway: `replica` its id, `egress` the IP (or name) bunq sees
-    /// it from, `url` where its peers reach it.
+    /// it from, `url` where its peers reach it. Keep the [`Membership`] for as long as
+    /// the gateway runs. A replica id already held by a live gateway is refused.
     pub async fn join(
         &self,
         replica: &str,
         egress: &str,
         url: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.pg.join_fleet(replica, egress, url).await
+    ) -> Result<Membership, StoreError> {
+        Ok(Membership {
+            _liveness: self.pg.join_fleet(replica, egress, url).await?,
+        })
     }
 
     /// Records that `replica` is alive, forgets replicas silent for `stale_after`, and
@@ -113,10 +130,10 @@ impl Fleet {
         self.pg.leave_fleet(replica).await
     }
 
-    /// Settles as `unknown` every in-flight `Idempotency-Key` whose gateway is no longer
-    /// among the live replicas (it died mid-call: whether bunq executed is unknown),
-    /// leaving the live gateways' calls alone. The fleet's form of
-    /// [`Store::recover_idempotency`].
+    /// Settles as `unknown` every in-flight `Idempotency-Key` whose gateway is dead
+    /// (its membership lock is free, or its heartbeats stopped: whether bunq executed
+    /// the call is unknown), leaving the live gateways' calls alone. What
+    /// [`Store::recover_idempotency`] does on PostgreSQL.
     pub async fn settle_orphaned_idempotency(&self) -> Result<u64, StoreError> {
         self.pg.recover_idempotency().await
     }
@@ -148,11 +165,11 @@ impl Fleet {
     }
 
     /// Waits until no other gateway creates a session for `credential`, and keeps
-    /// them out until the lock is dropped (or this process dies: the lock is the
-    /// connection's).
+    /// them out until the lock is dropped (a claim row; one left by a gateway that died
+    /// is taken over at once). Holds no connection while it waits or is held.
     pub async fn lock_creation(&self, credential: &str) -> Result<CreationLock, StoreError> {
         Ok(CreationLock {
-            _held: self.pg.lock_creation(credential).await?,
+            _held: self.pg.claim_creation(credential).await?,
         })
     }
 

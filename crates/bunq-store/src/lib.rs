@@ -77,7 +77,7 @@ pub use consents::{ConsentCompletion, ConsentRefusal, PendingConsent};
 pub use db::{Store, StoreOptions};
 pub use error::StoreError;
 pub use events::{DeliveryState, EventRecord, NewEvent, Recorded, callback_dedupe_key};
-pub use fleet::{CreationLock, Fleet, Replica, UserChange};
+pub use fleet::{CreationLock, Fleet, Membership, Replica, UserChange};
 pub use idempotency::{IdempotencyBegin, IdempotencyScope, StoredAnswer, request_fingerprint};
 pub use key::MasterKey;
 pub use location::{PostgresUrl, StoreLocation};

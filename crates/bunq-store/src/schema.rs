@@ -400,9 +400,10 @@ CREATE TABLE store_keys (
 ///
 /// PostgreSQL also gets the tables through which gateways coordinate (never copied,
 /// they hold nothing that outlives the processes): `fleet_replicas` (who is alive,
-/// behind which egress, reachable where) and `session_windows` (one row per egress: the
-/// session-server pacer shared by every gateway behind it), both on the database's
-/// clock.
+/// behind which egress, reachable where), `session_windows` (one row per egress: the
+/// session-server pacer shared by every gateway behind it) and `session_creations` (the
+/// gateway creating a session for a credential, so that the others wait for it), all on
+/// the database's clock.
 const V6: &str = r#"
 ALTER TABLE users ADD COLUMN egress TEXT;
 ALTER TABLE events ADD COLUMN leased_until INTEGER;
@@ -428,6 +429,12 @@ CREATE TABLE session_windows (
     egress      TEXT PRIMARY KEY NOT NULL,
     busy_until  TIMESTAMPTZ NOT NULL,
     holder      TEXT
+);
+
+CREATE TABLE session_creations (
+    credential  TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    until       TIMESTAMPTZ NOT NULL
 );
 "#;
 

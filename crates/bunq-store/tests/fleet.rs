@@ -208,7 +208,8 @@ async fn a_session_creation_lock_keeps_the_other_gateways_waiting_until_dropped(
     let a = db.open(&key).await.fleet().unwrap();
     let b = db.open(&key).await.fleet().unwrap();
     let held = a.lock_creation("alice/1").await.unwrap();
-    let waiting = tokio::spawn(async move { b.lock_creation("alice/1").await.unwrap() });
+    let b2 = b.clone();
+    let waiting = tokio::spawn(async move { b2.lock_creation("alice/1").await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "the second lock did not wait");
     // Another credential is not held up.
@@ -220,6 +221,28 @@ async fn a_session_creation_lock_keeps_the_other_gateways_waiting_until_dropped(
         .expect("the lock was not released")
         .unwrap();
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_creation_claim_of_a_gateway_that_died_is_taken_over_at_once() {
+    let Some(db) = postgres().await else { return };
+    let key = MasterKey::generate().unwrap();
+    let gone = db
+        .try_open_with(&key, StoreOptions::default().fleet_member("gone", "e"))
+        .await
+        .unwrap()
+        .fleet()
+        .unwrap();
+    let other = db.open(&key).await.fleet().unwrap();
+    let membership = gone.join("gone", "e", None).await.unwrap();
+    let claim = gone.lock_creation("alice/1").await.unwrap();
+    // The process dies holding the claim: nothing releases it, its membership ends.
+    std::mem::forget(claim);
+    drop(membership);
+    let taken = tokio::time::timeout(Duration::from_secs(5), other.lock_creation("alice/1"))
+        .await
+        .expect("a dead gateway's claim held the credential");
+    drop(taken.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -274,12 +297,15 @@ async fn only_a_dead_replicas_keys_in_flight_become_unknown() {
         .await
         .unwrap();
     let fleet = alive.fleet().unwrap();
-    fleet.join("alive", "egress-1", None).await.unwrap();
-    dead.fleet()
+    let _alive = fleet.join("alive", "egress-1", None).await.unwrap();
+    let dead_membership = dead
+        .fleet()
         .unwrap()
         .join("dead", "egress-1", None)
         .await
         .unwrap();
+    // A replica id held by a live gateway is not taken twice.
+    assert!(fleet.join("alive", "egress-1", None).await.is_err());
     let fp = request_fingerprint("POST", "/user/1/payment", b"{}");
     let scope = |key| IdempotencyScope {
         caller: "app",
@@ -293,17 +319,28 @@ async fn only_a_dead_replicas_keys_in_flight_become_unknown() {
             IdempotencyBegin::Send { .. }
         ));
     }
-    // "dead" stops beating; a short staleness forgets it.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Both alive: nothing settles.
+    assert_eq!(fleet.settle_orphaned_idempotency().await.unwrap(), 0);
+    // "dead" dies (its membership's connection closes, as with a SIGKILL): its keys
+    // settle at once, long before its last heartbeat goes stale.
+    drop(dead_membership);
+    let mut settled = 0;
+    for _ in 0..50 {
+        settled = fleet.settle_orphaned_idempotency().await.unwrap();
+        if settled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(settled, 1);
     let live = fleet
-        .heartbeat("alive", Duration::from_secs(1))
+        .heartbeat("alive", Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(
         live.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["alive"]
     );
-    assert_eq!(fleet.settle_orphaned_idempotency().await.unwrap(), 1);
     // The dead replica's key resends with its request id; the live one's is in flight.
     assert_eq!(
         alive

@@ -320,7 +320,7 @@ impl PgStore {
             detail.push_str(" replaced_previous_connection=true");
         }
         audit::append(&tx, self, Some(&user_ref), AuditEvent::Connect, &detail).await?;
-        super::fleet::notify_user(&tx, &user_ref).await?;
+        super::fleet::notify_user(&tx, self.replica.as_deref(), &user_ref).await?;
         let user = user_row(&tx, &user_ref)
             .await?
             .ok_or_else(|| StoreError::UnknownUser {
@@ -376,7 +376,7 @@ impl PgStore {
             &format!("outcome={} reason={reason}", why.as_str()),
         )
         .await?;
-        super::fleet::notify_user(&tx, &user_ref).await?;
+        super::fleet::notify_user(&tx, self.replica.as_deref(), &user_ref).await?;
         let user = user_row(&tx, &user_ref).await?;
         tx.commit().await?;
         self.evict_keys(credential);
@@ -402,7 +402,7 @@ impl PgStore {
         .await?;
         if changed > 0 {
             audit::append(&tx, self, Some(user_ref), AuditEvent::Revoked, reason).await?;
-            super::fleet::notify_user(&tx, user_ref).await?;
+            super::fleet::notify_user(&tx, self.replica.as_deref(), user_ref).await?;
         }
         tx.commit().await?;
         Ok(changed > 0)

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Object;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -25,56 +24,85 @@ fn micros(d: Duration) -> i64 {
 }
 
 /// Announces (at the commit of `client`'s transaction) that `user_ref`'s grant or
-/// credential changed.
+/// credential changed, naming the replica that changed it (empty outside fleet mode), so
+/// that the replica's own listener skips what it did itself.
 pub(crate) async fn notify_user<C: deadpool_postgres::GenericClient>(
     client: &C,
+    by: Option<&str>,
     user_ref: &str,
 ) -> Result<(), StoreError> {
+    let payload = format!("{}\n{user_ref}", by.unwrap_or_default());
     execute(
         client,
         "SELECT pg_notify($1, $2)",
-        &[&USERS_CHANNEL, &user_ref],
+        &[&USERS_CHANNEL, &payload],
     )
     .await?;
     Ok(())
 }
 
-/// The key of the advisory lock held while a session is created for `credential`
-/// (another key space than the per-user write lock, which short transactions take).
-fn creation_lock_key(credential: &str) -> i64 {
-    super::owner_lock_key(&format!("session creation\0{credential}"))
+/// The key of the advisory lock a replica holds for as long as it lives, on a
+/// connection of its own: the server releases it the moment the process dies (its
+/// connection closes), so that a replica that can take it knows its holder is dead.
+pub(crate) fn liveness_key(replica: &str) -> i64 {
+    super::owner_lock_key(&format!("replica alive\0{replica}"))
 }
 
-/// A session-level advisory lock on a pooled connection: released when dropped (by a
-/// spawned unlock, or by closing the connection where no runtime is left to run one).
-pub(crate) struct HeldLock {
-    client: Option<Object>,
-    key: i64,
+/// Held by a live replica: its liveness lock's connection, closed when dropped.
+pub(crate) struct Liveness {
+    _client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for HeldLock {
+impl Drop for Liveness {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
+        self.driver.abort();
+    }
+}
+
+/// A claim on a credential's session creation, in `session_creations`: released when
+/// dropped (by a spawned delete; a claim left behind by a dead process is taken over
+/// once its holder is known dead or its lease ends).
+pub(crate) struct CreationClaim {
+    store: Option<Arc<PgStore>>,
+    credential: String,
+    holder: String,
+}
+
+impl Drop for CreationClaim {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
             return;
         };
-        let key = self.key;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let unlocked = client
-                        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                        .await;
-                    if unlocked.is_err() {
-                        // Not back to the pool holding a lock: the server releases
-                        // it when the connection closes.
-                        drop(Object::take(client));
-                    }
-                });
-            }
-            Err(_) => drop(Object::take(client)),
+        let (credential, holder) = (
+            std::mem::take(&mut self.credential),
+            std::mem::take(&mut self.holder),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let released = async {
+                    let client = store.client().await?;
+                    execute(
+                        &client,
+                        "DELETE FROM session_creations WHERE credential = $1 AND holder = $2",
+                        &[&credential, &holder],
+                    )
+                    .await
+                }
+                .await;
+                if let Err(e) = released {
+                    tracing::warn!(error = %e, "cannot release a session creation claim");
+                }
+            });
         }
     }
 }
+
+/// How long a claim on a session creation holds without its holder: longer than any
+/// creation (its wait for the session turn and its calls).
+const CREATION_LEASE: Duration = Duration::from_secs(180);
+/// How often a gateway waiting for another's creation looks again.
+const CREATION_POLL: Duration = Duration::from_millis(50);
 
 impl PgStore {
     pub(crate) async fn join_fleet(
@@ -82,7 +110,8 @@ impl PgStore {
         replica: &str,
         egress: &str,
         url: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Liveness, StoreError> {
+        let liveness = self.hold_liveness(replica).await?;
         let client = self.client().await?;
         execute(
             &client,
@@ -93,7 +122,7 @@ impl PgStore {
             &[&replica, &egress, &url],
         )
         .await?;
-        Ok(())
+        Ok(liveness)
     }
 
     pub(crate) async fn heartbeat(
@@ -205,21 +234,128 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn lock_creation(&self, credential: &str) -> Result<HeldLock, StoreError> {
+    /// Takes `replica`'s liveness lock on a connection of its own, held until the
+    /// returned guard is dropped (or the process dies).
+    pub(crate) async fn hold_liveness(&self, replica: &str) -> Result<Liveness, StoreError> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "the fleet liveness connection ended");
+            }
+        });
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&liveness_key(replica)])
+            .await?
+            .try_get(0)?;
+        if !taken {
+            driver.abort();
+            return Err(StoreError::InvalidInput(format!(
+                "replica id {replica} is in use by a live gateway"
+            )));
+        }
+        Ok(Liveness {
+            _client: client,
+            driver,
+        })
+    }
+
+    /// Whether `replica` is dead: nobody holds its liveness lock. (Taken for a moment
+    /// to tell, then released.)
+    pub(crate) async fn is_dead(&self, replica: &str) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let key = creation_lock_key(credential);
-        // Waited for however long another gateway's creation takes (it is bounded by
-        // its pacer wait and its call's timeout), not the statements' lock timeout.
-        client.batch_execute("SET lock_timeout = 0").await?;
-        let locked = client.execute("SELECT pg_advisory_lock($1)", &[&key]).await;
-        let reset = client.batch_execute("RESET lock_timeout").await;
-        let held = HeldLock {
-            client: Some(client),
-            key,
+        let key = liveness_key(replica);
+        let free: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?
+            .try_get(0)?;
+        if free {
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .await?;
+        }
+        Ok(free)
+    }
+
+    /// Forgets the replicas that are dead though their heartbeat is recent (a SIGKILL
+    /// a moment ago): their liveness lock is free. Returns how many.
+    pub(crate) async fn forget_dead_replicas(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let ids: Vec<String> = query(&client, "SELECT id FROM fleet_replicas", &[])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        drop(client);
+        let mut forgotten = 0;
+        for id in ids {
+            if Some(&id) != self.replica.as_ref() && self.is_dead(&id).await? {
+                let client = self.client().await?;
+                forgotten +=
+                    execute(&client, "DELETE FROM fleet_replicas WHERE id = $1", &[&id]).await?;
+            }
+        }
+        Ok(forgotten)
+    }
+
+    /// Claims the creation of a session for `credential`, waiting while another live
+    /// gateway holds the claim (polling; no connection is held while waiting).
+    pub(crate) async fn claim_creation(
+        self: &Arc<Self>,
+        credential: &str,
+    ) -> Result<CreationClaim, StoreError> {
+        let holder = match &self.replica {
+            Some(replica) => crate::events::random_id(&format!("{replica}/"))?,
+            None => crate::events::random_id("")?,
         };
-        locked?;
-        reset?;
-        Ok(held)
+        let lease = micros(CREATION_LEASE);
+        loop {
+            let client = self.client().await?;
+            let taken = query_opt(
+                &client,
+                "INSERT INTO session_creations (credential, holder, until)
+                 VALUES ($1, $2, clock_timestamp() + $3::BIGINT * interval '1 microsecond')
+                 ON CONFLICT (credential) DO UPDATE
+                   SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                   WHERE session_creations.until <= clock_timestamp()
+                 RETURNING 1",
+                &[&credential, &holder, &lease],
+            )
+            .await?;
+            if taken.is_some() {
+                return Ok(CreationClaim {
+                    store: Some(Arc::clone(self)),
+                    credential: credential.to_owned(),
+                    holder,
+                });
+            }
+            // A claim whose gateway died is taken over at once, not after its lease.
+            let other: Option<String> = query_opt(
+                &client,
+                "SELECT holder FROM session_creations WHERE credential = $1",
+                &[&credential],
+            )
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+            drop(client);
+            if let Some(replica) = other
+                .as_deref()
+                .and_then(|h| h.split_once('/'))
+                .map(|(r, _)| r)
+            {
+                if self.is_dead(replica).await? {
+                    let client = self.client().await?;
+                    execute(
+                        &client,
+                        "DELETE FROM session_creations WHERE credential = $1 AND holder = $2",
+                        &[&credential, &other],
+                    )
+                    .await?;
+                    continue;
+                }
+            }
+            tokio::time::sleep(CREATION_POLL).await;
+        }
     }
 
     /// Listens for user changes on a connection of its own, reconnecting when it
@@ -228,6 +364,7 @@ impl PgStore {
     pub(crate) fn listen_users(self: &Arc<Self>) -> mpsc::Receiver<UserChange> {
         let (tx, rx) = mpsc::channel(1024);
         let config = self.config.clone();
+        let me = self.replica.clone().unwrap_or_default();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -258,8 +395,15 @@ impl PgStore {
                                 driver.abort();
                                 return;
                             }
-                            while let Some(user_ref) = notes.recv().await {
-                                if tx.send(UserChange::User(user_ref)).await.is_err() {
+                            while let Some(payload) = notes.recv().await {
+                                let Some((by, user_ref)) = payload.split_once('\n') else {
+                                    continue;
+                                };
+                                if !me.is_empty() && by == me {
+                                    continue;
+                                }
+                                let change = UserChange::User(user_ref.to_owned());
+                                if tx.send(change).await.is_err() {
                                     driver.abort();
                                     return;
                                 }

@@ -176,9 +176,11 @@ impl PgStore {
 
     /// Every `in_flight` record whose gateway is gone becomes `unknown`: one written
     /// without a replica id (a gateway outside fleet mode, which is the only one on its
-    /// database), or by a replica no longer among the live ones in `fleet_replicas`.
-    /// A live peer's call in flight is left alone.
+    /// database), or by a replica no longer among the live ones in `fleet_replicas`
+    /// (dead replicas are forgotten first: see `forget_dead_replicas`). A live peer's
+    /// call in flight is left alone.
     pub(crate) async fn recover_idempotency(&self) -> Result<u64, StoreError> {
+        self.forget_dead_replicas().await?;
         let client = self.client().await?;
         execute(
             &client,

@@ -150,7 +150,7 @@ impl PgStore {
             &format!("bunq_user_id={bunq_user_id}"),
         )
         .await?;
-        super::fleet::notify_user(&tx, user_ref).await?;
+        super::fleet::notify_user(&tx, self.replica.as_deref(), user_ref).await?;
         let record = user_row(&tx, user_ref)
             .await?
             .ok_or_else(|| StoreError::UnknownUser {
@@ -230,7 +230,7 @@ impl PgStore {
                 None => detail,
             };
             audit::append(&tx, self, Some(user_ref), AuditEvent::Disconnect, &detail).await?;
-            super::fleet::notify_user(&tx, user_ref).await?;
+            super::fleet::notify_user(&tx, self.replica.as_deref(), user_ref).await?;
         }
         tx.commit().await?;
         for credential in &credentials {
