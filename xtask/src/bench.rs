@@ -10,6 +10,7 @@
 
 mod callbacks_rate;
 mod connect_rate;
+mod fleet;
 mod gateway;
 mod load;
 mod nginx;
@@ -75,6 +76,9 @@ pub struct BenchArgs {
     /// `wrk` and `perf record -p` by hand), then stop without measuring anything.
     #[arg(long, hide = true)]
     pub hold: Option<u64>,
+    /// For working on the bench: item 9 (fleet mode) alone, after the build.
+    #[arg(long, hide = true)]
+    pub fleet_only: bool,
 }
 
 impl BenchArgs {
@@ -109,6 +113,23 @@ pub struct Connected {
 }
 
 const USER_REF: &str = "bench-alice";
+
+/// Item 9: fleet mode on PostgreSQL (`bench/fleet.rs`).
+async fn fleet_item(args: &BenchArgs, report: &mut Report, bin: &Path, dir: &Path) {
+    heading("9. fleet mode on PostgreSQL: the store off the hot path; connects per egress address");
+    let (rounds, seconds) = if args.quick { (1, 3) } else { (3, 5) };
+    if let Err(e) = fleet::postgres_vs_sqlite(report, bin, dir, rounds, seconds).await {
+        report.skip("9", "proxied GET, PostgreSQL store / SQLite store", e);
+    }
+    let bunq_minutes = if args.quick { 1 } else { 2 };
+    if let Err(e) = fleet::connect_rate(report, bin, dir, bunq_minutes).await {
+        report.skip(
+            "9",
+            "connects per minute with 1, 2 and 4 egress addresses",
+            e,
+        );
+    }
+}
 
 pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     if cfg!(debug_assertions) && !args.allow_debug {
@@ -188,6 +209,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
         .await
         .map_err(|e| fail("start bunq-fake", e, "is 127.0.0.1 available?"))?;
     println!("  fake at {}; gateway {}", fake.api_base(), bin.display());
+    if args.fleet_only {
+        fleet_item(&args, &mut report, &bin, &dir).await;
+        println!("\n{}", report.table());
+        return Ok(());
+    }
 
     heading("sandbox-setup against the fake, start the gateway, connect a user");
     let (gw, user, config_path) = setup(&fake, &bin, &dir).await?;
@@ -245,6 +271,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     if let Err(e) = callbacks_rate::measure(&mut report, &bin, &dir, span).await {
         report.skip("8", "bunq callbacks accepted and relayed", e);
     }
+    fleet_item(&args, &mut report, &bin, &dir).await;
     let idle_rss_a = gw.pid().and_then(load::rss_mib);
     let _ = gw.terminate();
 

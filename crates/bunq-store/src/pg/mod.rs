@@ -24,11 +24,10 @@
 //!   visible);
 //! - a key rotation locks every sealed table against writes (`SHARE ROW EXCLUSIVE`).
 //!
-//! `due_events` is a plain read, as on SQLite: two gateways relaying from one database
-//! would both deliver an event (at least once still holds). Sharing the relay needs a
-//! claim with a lease (`FOR UPDATE SKIP LOCKED` on the pending rows, `next_attempt_at`
-//! moved forward in the same statement), which changes what `due_events` means and is
-//! left to the multi-replica work.
+//! - relays sharing the database claim due events with a lease
+//!   (`claim_due_events`: `FOR UPDATE SKIP LOCKED` on the heads of the users' queues);
+//! - the coordination of gateways (replicas' liveness, the session-server turn per
+//!   egress, session-creation claims, user-change notifications) is in `fleet.rs`.
 //!
 //! Every connection also runs with `lock_timeout = 5s`, SQLite's busy timeout: a
 //! session holding a lock for longer makes statements fail rather than hang.
