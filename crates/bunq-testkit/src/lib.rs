@@ -101,7 +101,9 @@ mod money;
 mod notify;
 mod oauth;
 mod objects;
+mod psd2;
 mod server;
+mod test_certificate;
 mod wire;
 mod world;
 
@@ -115,6 +117,7 @@ use tokio::task::JoinHandle;
 
 pub use knobs::Knobs;
 pub use notify::SentCallback;
+pub use test_certificate::{TestCertificate, TestCertificateError};
 pub use world::AccountKind;
 
 /// The `error_description` of bunq's HTTP 400 to a session-authenticated non-GET call
@@ -329,6 +332,17 @@ impl FakeBunq {
         let mut world = self.shared.world();
         let psp = world.internal_psp();
         world.create_grant(granted_by_user_id, psp)
+    }
+
+    /// The user id of the PSD2 provider registered with `certificate`
+    /// (`POST /payment-service-provider-credential`), if any.
+    pub fn psd2_provider(&self, certificate: &bunq_signing::Certificate) -> Option<u64> {
+        let fingerprint = certificate.sha256_fingerprint();
+        self.shared
+            .world()
+            .psd2_providers
+            .get(&fingerprint)
+            .copied()
     }
 
     /// Revokes every OAuth access token user `granted_by_user_id` granted, as when the
