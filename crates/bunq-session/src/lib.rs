@@ -64,9 +64,12 @@ pub use client::{
     RawResponse, SIGNATURE_HEADER,
 };
 pub use config::{ClientConfig, Environment};
-pub use context::{ApiContext, CredentialId, Device, Installation, Session, UserKind};
+pub use context::{
+    ApiContext, CredentialId, Device, Installation, Psd2Registration, Session, UserKind,
+};
 pub use envelope::Pagination;
 pub use error::{Error, SendFailure, TimeoutKind};
+pub use lifecycle::Psd2Credential;
 pub use manager::{SessionManager, SessionManagerConfig};
 pub use notification::{FilterScope, NotificationFilter};
 pub use rate_limit::{LimitScope, RateLimitPolicy};

@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use bunq_signing::{PrivateKey, ServerPublicKey};
+use std::fmt;
+
+use bunq_signing::{PrivateKey, Psd2Certificate, ServerPublicKey};
 use http::Method;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -42,6 +44,37 @@ struct UserApiKeyObject {
     requested_by_user: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     granted_by_user: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct CredentialPasswordIpObject {
+    id: u64,
+    token_value: SecretString,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// A PSD2 provider's credential, from `POST /payment-service-provider-credential`
+/// (bunq's `CredentialPasswordIp`): its `token_value` is the `secret` of device-server
+/// and session-server, as an API key is. `Debug` hides the token.
+#[derive(Clone)]
+pub struct Psd2Credential {
+    /// bunq's id of the credential.
+    pub id: u64,
+    /// The credential's `token_value`.
+    pub token_value: SecretString,
+    /// bunq's status of it (`ACTIVE`, ...), when given.
+    pub status: Option<String>,
+}
+
+impl fmt::Debug for Psd2Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Psd2Credential")
+            .field("id", &self.id)
+            .field("token_value", &"[redacted]")
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl BunqClient {
@@ -84,6 +117,48 @@ impl BunqClient {
             private_key,
             server_public_key: server_key.ok_or_else(|| missing("ServerPublicKey"))?,
         })
+    }
+
+    /// `POST /payment-service-provider-credential`: a licensed PSD2 provider registers
+    /// its certificate for `installation` and gets its credential back. Authenticated
+    /// with the installation token and signed like every call; the body carries the
+    /// certificate, its chain, and the certificate key's signature of the installation's
+    /// public key PEM (as sent at installation), `"\n"` and the installation token.
+    /// Never retried (a POST).
+    pub async fn payment_service_provider_credential(
+        &self,
+        installation: &Installation,
+        certificate: &Psd2Certificate,
+    ) -> Result<Psd2Credential, Error> {
+        let signature = certificate.public_key_signature(
+            installation.private_key.public_key_pem(),
+            installation.token.expose_secret(),
+        );
+        let body = serde_json::json!({
+            "client_payment_service_provider_certificate": certificate.certificate_pem(),
+            "client_payment_service_provider_certificate_chain": certificate.chain_pem(),
+            "client_public_key_signature": signature.as_str(),
+        });
+        let req = ApiRequest::post_json("payment-service-provider-credential", &body);
+        let resp = self
+            .send(Auth::Installation(installation), &req)
+            .await?
+            .into_result()?;
+        for (kind, object) in envelope::decode_items(&resp.body)? {
+            if kind == "CredentialPasswordIp" {
+                let credential: CredentialPasswordIpObject =
+                    decode_object("CredentialPasswordIp", object)?;
+                return Ok(Psd2Credential {
+                    id: credential.id,
+                    token_value: credential.token_value,
+                    status: credential.status,
+                });
+            }
+        }
+        Err(Error::unexpected(
+            "POST payment-service-provider-credential",
+            "no CredentialPasswordIp object",
+        ))
     }
 
     /// `POST /device-server`: registers this installation for `secret` (an API key or an

@@ -174,6 +174,10 @@ pub(crate) fn open_context(
             })
             .transpose()?,
         session,
+        // Not kept here: the store holds end users' contexts (OAuth access tokens, API
+        // keys). A PSD2 provider's context read back from it works as it is (its secret
+        // is the credential); only `connect_psd2` registers the certificate anew.
+        psd2: None,
     })
 }
 
