@@ -1,7 +1,8 @@
 //! Conformance with bunq's official Python SDK: the SDK drives the fake through
 //! installation, device-server, session-server (API key and OAuth token), account
-//! listing and OAuth client registration, checking our response signatures with its own
-//! code while we check its request signatures with ours.
+//! listing and OAuth client registration, and a PSD2 provider through
+//! `ApiContext.create_for_psd2` (`tests/sdk/psd2.py`), checking our response signatures
+//! with its own code while we check its request signatures with ours.
 //!
 //! Uses `$BUNQ_SDK_PYTHON` (set by `.ci/run`), else `target/bunq-sdk-venv/bin/python`,
 //! else `python3`, whichever can `import bunq`. Where none can, it prints why and
@@ -113,4 +114,80 @@ async fn official_python_sdk_talks_to_the_fake() {
     assert_eq!(fake.calls("POST /session-server"), 2);
     assert_eq!(fake.calls("POST /user/{id}/oauth-client"), 1);
     assert_eq!(fake.calls("DELETE /session/{id}"), 1);
+}
+
+/// `ApiContext.create_for_psd2` of the official SDK against the fake, with a
+/// certificate issued by a test CA, then the provider's OAuth client; a key that is not
+/// the certificate's, a signature over the wrong bytes and a broken chain are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn official_python_sdk_onboards_a_psd2_provider() {
+    use bunq_testkit::TestCertificate;
+    use secrecy::ExposeSecret as _;
+
+    let Some(python) = python_with_sdk().await else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true and no Python with bunq-sdk: .ci/run installs it into target/bunq-sdk-venv"
+        );
+        println!("SKIPPED: no Python with the bunq-sdk package");
+        return;
+    };
+    let fake = FakeBunq::start().await.unwrap();
+    let root = TestCertificate::self_signed("Test QTSP root").unwrap();
+    let provider = TestCertificate::issued_by("Test AISP B.V.", &root, false).unwrap();
+    let stranger = TestCertificate::self_signed("Test QTSP root").unwrap();
+    let other_key = bunq_signing::PrivateKey::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("certificate.pem", provider.certificate_pem()),
+        ("key.pem", provider.key_pem().expose_secret().to_owned()),
+        ("chain.pem", root.certificate_pem()),
+        (
+            "other_key.pem",
+            other_key.to_pkcs8_pem().expose_secret().to_owned(),
+        ),
+        ("stranger.pem", stranger.certificate_pem()),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/psd2.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(fake.api_base())
+        .arg(dir.path())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the SDK script finishes within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    let provider_id = fake.psd2_provider(provider.certificate()).unwrap();
+    assert_eq!(seen["user_id"].as_u64(), Some(provider_id));
+    assert_eq!(seen["user_kind"], "UserPaymentServiceProviderApiObject");
+    assert_eq!(seen["api_key_is_token_value"], 64);
+    assert_eq!(seen["oauth_clients_listed"], 1);
+    assert_eq!(seen["oauth_client_id"].as_str().unwrap().len(), 64);
+    assert_eq!(seen["callback_urls"][0], "http://127.0.0.1:9/psd2-callback");
+
+    for (case, words) in [
+        ("other_key", "signature"),
+        ("wrong_signature", "signature"),
+        ("broken_chain", "chain"),
+    ] {
+        assert_eq!(seen[case]["status"], 400, "{case}: {}", seen[case]);
+        let message = seen[case]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{case}: {message}");
+    }
+    // One credential made; the three refused ones made none.
+    assert_eq!(fake.calls("POST /payment-service-provider-credential"), 4);
+    assert_eq!(fake.psd2_provider(stranger.certificate()), None);
+    assert_eq!(fake.calls("POST /session-server"), 1);
 }
