@@ -47,7 +47,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     std::fs::create_dir_all(&demo_dir)
         .map_err(|e| fail("prepare target/demo", e, "check disk space"))?;
 
-    let mut progress = Progress::new(9);
+    let mut progress = Progress::new(9 + usize::from(args.psd2));
     let gateway_bin = progress
         .step(
             "build bunq-gateway",
@@ -190,6 +190,26 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
         .await?;
 
     let proxy = format!("{gateway_url}/v1/users/{DEMO_USER}/bunq/user/{bunq_user_id}");
+    if args.psd2 {
+        progress
+            .step(
+                "the grant is the PSD2 provider's (GET user/{id} through the gateway)",
+                "the gateway's OAuth client is not the provider's: check gateway.toml",
+                async {
+                    let body =
+                        call(&http, &bearer, reqwest::Method::GET, &proxy, None, 200).await?;
+                    let provider = body
+                        .pointer("/Response/0/UserApiKey/requested_by_user/UserPaymentServiceProvider/id")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| format!("no UserPaymentServiceProvider requested this grant: {body}"))?;
+                    Ok::<_, String>((
+                        (),
+                        format!("UserApiKey {bunq_user_id} requested by UserPaymentServiceProvider {provider}"),
+                    ))
+                },
+            )
+            .await?;
+    }
     let account_id = progress
         .step(
             "list monetary accounts through the gateway",

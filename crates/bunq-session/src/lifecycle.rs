@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn payment_service_provider_session_is_typed_and_expires_after_its_session_timeout() {
+        let body =
+            include_bytes!("../../../fixtures/session_server_user_payment_service_provider.json");
+        let t0 = SystemTime::UNIX_EPOCH;
+        let s = parse_session(body, t0).unwrap();
+        assert_eq!(s.kind, UserKind::UserPaymentServiceProvider);
+        assert_eq!(s.user_id, 1822301);
+        assert_eq!(s.granted_by_user_id, None);
+        assert_eq!(s.expires_at, t0 + Duration::from_secs(3600));
+    }
+
+    #[test]
     fn absurd_session_timeout_is_an_error_not_a_panic() {
         let body = format!(
             r#"{{"Response":[{{"Id":{{"id":1}}}},{{"Token":{{"token":"t"}}}},{{"UserPerson":{{"id":3,"session_timeout":{}}}}}]}}"#,

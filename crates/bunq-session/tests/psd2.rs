@@ -130,3 +130,27 @@ async fn the_psd2_field_is_optional_in_stored_contexts() {
         .unwrap();
     assert!(serde_json::to_value(&person).unwrap().get("psd2").is_none());
 }
+
+#[tokio::test]
+async fn the_credential_call_alone_keeps_its_token_out_of_debug() {
+    let fake = FakeBunq::start().await.unwrap();
+    let config = ClientConfig::new(Environment::Custom {
+        api_base: fake.api_base(),
+    })
+    .rate_limits(RateLimitPolicy::disabled());
+    let client = BunqClient::new(config).unwrap();
+    let provider = TestCertificate::self_signed("Test AISP B.V.").unwrap();
+    let psd2 = provider.psd2(&[&provider]).unwrap();
+
+    let installation = client.installation().await.unwrap();
+    let credential = client
+        .payment_service_provider_credential(&installation, &psd2)
+        .await
+        .unwrap();
+    assert_eq!(credential.status.as_deref(), Some("ACTIVE"));
+    let debug = format!("{credential:?}");
+    assert!(
+        !debug.contains(credential.token_value.expose_secret()),
+        "{debug}"
+    );
+}
