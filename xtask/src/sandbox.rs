@@ -79,6 +79,7 @@ pub struct SandboxArgs {
     /// key: the OAuth client and the gateway config then belong to the provider. With
     /// `--certificate`, `--certificate-key` and `--chain`, else (bunq's sandbox or a
     /// local fake only) a self-signed test certificate kept beside the context file.
+    /// An API key given (`--api-key`, `BUNQ_API_KEY`) is not used.
     #[arg(long, conflicts_with = "api_key_file")]
     pub psd2: bool,
     /// The provider's certificate (PEM), for `--psd2`.

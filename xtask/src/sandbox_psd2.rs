@@ -43,12 +43,12 @@ pub(crate) async fn provider(
             async { certificate(args, api_base) },
         )
         .await?;
-    let fingerprint = certificate.certificate().sha256_fingerprint();
-    let registered = store
+    // The credential kept from an earlier run, to say whether this one reused it.
+    let kept = store
         .get(&provider_credential())
         .filter(|c| c.api_base == api_base)
         .and_then(|c| c.psd2)
-        .is_some_and(|r| r.certificate_sha256 == fingerprint);
+        .map(|r| r.credential_id);
     let manager = SessionManager::new(client, store, SessionManagerConfig::default());
     let user_id = progress
         .step(
@@ -65,8 +65,9 @@ pub(crate) async fn provider(
                         "the session's user is a {kind:?}, not a UserPaymentServiceProvider"
                     )));
                 }
-                let credential = context.psd2.as_ref().map_or(0, |r| r.credential_id);
-                let how = if registered { "reused" } else { "registered" };
+                let credential = context.psd2.as_ref().map(|r| r.credential_id);
+                let how = if credential == kept { "reused" } else { "registered" };
+                let credential = credential.unwrap_or_default();
                 Ok((
                     user_id,
                     format!(

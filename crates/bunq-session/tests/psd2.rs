@@ -154,3 +154,47 @@ async fn the_credential_call_alone_keeps_its_token_out_of_debug() {
         "{debug}"
     );
 }
+
+#[tokio::test]
+async fn a_refused_credential_is_registered_again_from_the_certificate() {
+    let fake = FakeBunq::start().await.unwrap();
+    let store = Arc::new(MemoryContextStore::new());
+    let provider = TestCertificate::self_signed("Test AISP B.V.").unwrap();
+    let psd2 = provider.psd2(&[&provider]).unwrap();
+    let id = CredentialId::new("provider");
+    let first = manager(&fake, &store)
+        .connect_psd2(&id, &psd2)
+        .await
+        .unwrap();
+
+    // A stored context whose credential bunq no longer knows (withdrawn, say), before
+    // its device was registered: device-server refuses it.
+    let mut stale = first.clone();
+    stale.secret = secrecy::SecretString::from("a-credential-bunq-withdrew".to_owned());
+    stale.device = None;
+    stale.session = None;
+    store.save(&id, &stale).await.unwrap();
+
+    let renewed = manager(&fake, &store)
+        .connect_psd2(&id, &psd2)
+        .await
+        .unwrap();
+    assert_eq!(fake.calls("POST /payment-service-provider-credential"), 2);
+    assert_ne!(
+        renewed.psd2.as_ref().unwrap().credential_id,
+        first.psd2.as_ref().unwrap().credential_id
+    );
+    assert_ne!(renewed.secret.expose_secret(), "a-credential-bunq-withdrew");
+    let session = renewed.session.clone().unwrap();
+    assert_eq!(session.kind, UserKind::UserPaymentServiceProvider);
+    // The same provider, and the store holds the new credential.
+    assert_eq!(
+        Some(session.user_id),
+        first.session.as_ref().map(|s| s.user_id)
+    );
+    let stored = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.secret.expose_secret(),
+        renewed.secret.expose_secret()
+    );
+}
