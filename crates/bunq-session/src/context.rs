@@ -136,6 +136,29 @@ pub struct Psd2Registration {
     pub certificate_sha256: String,
 }
 
+/// A PSD2 provider's credential, from `POST /payment-service-provider-credential`
+/// (bunq's `CredentialPasswordIp`): its `token_value` is the `secret` of device-server
+/// and session-server, as an API key is. `Debug` hides the token.
+#[derive(Clone)]
+pub struct Psd2Credential {
+    /// bunq's id of the credential.
+    pub id: u64,
+    /// The credential's `token_value`.
+    pub token_value: SecretString,
+    /// bunq's status of it (`ACTIVE`, ...), when given.
+    pub status: Option<String>,
+}
+
+impl fmt::Debug for Psd2Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Psd2Credential")
+            .field("id", &self.id)
+            .field("token_value", &"[redacted]")
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
 /// Everything needed to call bunq for one credential without a new installation: the
 /// credential itself (API key, OAuth access token, or a PSD2 provider's credential), the
 /// installation, the device and the current session.

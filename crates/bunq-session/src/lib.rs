@@ -65,11 +65,11 @@ pub use client::{
 };
 pub use config::{ClientConfig, Environment};
 pub use context::{
-    ApiContext, CredentialId, Device, Installation, Psd2Registration, Session, UserKind,
+    ApiContext, CredentialId, Device, Installation, Psd2Credential, Psd2Registration, Session,
+    UserKind,
 };
 pub use envelope::Pagination;
 pub use error::{Error, SendFailure, TimeoutKind};
-pub use lifecycle::Psd2Credential;
 pub use manager::{SessionManager, SessionManagerConfig};
 pub use notification::{FilterScope, NotificationFilter};
 pub use rate_limit::{LimitScope, RateLimitPolicy};

@@ -3,8 +3,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use std::fmt;
-
 use bunq_signing::{PrivateKey, Psd2Certificate, ServerPublicKey};
 use http::Method;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -52,29 +50,6 @@ struct CredentialPasswordIpObject {
     token_value: SecretString,
     #[serde(default)]
     status: Option<String>,
-}
-
-/// A PSD2 provider's credential, from `POST /payment-service-provider-credential`
-/// (bunq's `CredentialPasswordIp`): its `token_value` is the `secret` of device-server
-/// and session-server, as an API key is. `Debug` hides the token.
-#[derive(Clone)]
-pub struct Psd2Credential {
-    /// bunq's id of the credential.
-    pub id: u64,
-    /// The credential's `token_value`.
-    pub token_value: SecretString,
-    /// bunq's status of it (`ACTIVE`, ...), when given.
-    pub status: Option<String>,
-}
-
-impl fmt::Debug for Psd2Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Psd2Credential")
-            .field("id", &self.id)
-            .field("token_value", &"[redacted]")
-            .field("status", &self.status)
-            .finish()
-    }
 }
 
 impl BunqClient {
@@ -129,7 +104,7 @@ impl BunqClient {
         &self,
         installation: &Installation,
         certificate: &Psd2Certificate,
-    ) -> Result<Psd2Credential, Error> {
+    ) -> Result<crate::Psd2Credential, Error> {
         let signature = certificate.public_key_signature(
             installation.private_key.public_key_pem(),
             installation.token.expose_secret(),
@@ -148,7 +123,7 @@ impl BunqClient {
             if kind == "CredentialPasswordIp" {
                 let credential: CredentialPasswordIpObject =
                     decode_object("CredentialPasswordIp", object)?;
-                return Ok(Psd2Credential {
+                return Ok(crate::Psd2Credential {
                     id: credential.id,
                     token_value: credential.token_value,
                     status: credential.status,
