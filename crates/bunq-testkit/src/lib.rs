@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 //!
 //! # What it serves
-//! Under `/v1`: `POST /installation` (no auth), `POST /device-server` and
-//! `POST /session-server` (installation token), `POST /sandbox-user-person` (no auth),
+//! Under `/v1`: `POST /installation` (no auth), `POST /device-server`,
+//! `POST /session-server` and `POST /payment-service-provider-credential` (installation
+//! token; a PSD2 provider's certificate, chain and public-key signature checked as bunq
+//! does, see [`TestCertificate`] to make one), `POST /sandbox-user-person` (no auth),
 //! then with a session token: `GET /user`, `GET /user/{id}`,
 //! `GET /user/{id}/monetary-account-bank[/{aid}]`, `GET /user/{id}/monetary-account[/{aid}]`,
 //! `POST|GET /user/{id}/monetary-account/{aid}/payment` (the list holds payments made
