@@ -3,38 +3,19 @@
 //! certificate files given; the gateway config's OAuth client is the provider's.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bunq_signing::{Certificate, PrivateKey, write_private_file};
 use bunq_testkit::{FakeBunq, TestCertificate};
 use secrecy::ExposeSecret as _;
 
 async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
-    let mut args: Vec<String> = vec![
-        "sandbox-setup".into(),
-        "--psd2".into(),
-        "--api-base-url".into(),
-        fake.api_base(),
-        "--oauth-authorize-url".into(),
-        fake.oauth_authorize_url(),
-        "--oauth-token-url".into(),
-        fake.oauth_token_url(),
-        "--out".into(),
-        dir.join("gateway.toml").display().to_string(),
-        "--context-file".into(),
-        dir.join("bunq-sandbox.json").display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(&args)
-            .env_remove("BUNQ_API_KEY")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let mut args = common::against(fake);
+    args.push("--psd2".into());
+    common::xtask(common::in_dir(args, dir, extra)).await
 }
 
 fn succeeded(out: &Output) -> String {
@@ -202,26 +183,13 @@ async fn certificate_files_are_used_and_a_wrong_key_is_refused_with_its_step() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_test_certificate_is_made_for_a_production_base() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_xtask"))
-                .args([
-                    "sandbox-setup",
-                    "--psd2",
-                    "--api-base-url",
-                    "https://api.bunq.com/v1",
-                    "--out",
-                    dir.join("gateway.toml").to_str().unwrap(),
-                    "--context-file",
-                    dir.join("bunq-sandbox.json").to_str().unwrap(),
-                ])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let args = vec![
+        "sandbox-setup".to_owned(),
+        "--psd2".into(),
+        "--api-base-url".into(),
+        "https://api.bunq.com/v1".into(),
+    ];
+    let out = common::xtask(common::in_dir(args, dir.path(), &[])).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("only for bunq's sandbox"), "{stderr}");

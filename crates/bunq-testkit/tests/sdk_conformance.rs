@@ -44,9 +44,11 @@ async fn python_with_sdk() -> Option<PathBuf> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn official_python_sdk_talks_to_the_fake() {
-    let Some(python) = python_with_sdk().await else {
+/// The SDK's Python, or `None` (after saying why) where the suite may go without it:
+/// under `CI=true` its absence is a failure.
+async fn python_or_skip() -> Option<PathBuf> {
+    let python = python_with_sdk().await;
+    if python.is_none() {
         assert!(
             std::env::var("CI").is_err(),
             "CI=true and no Python with bunq-sdk: .ci/run installs it into target/bunq-sdk-venv"
@@ -54,21 +56,18 @@ async fn official_python_sdk_talks_to_the_fake() {
         println!(
             "SKIPPED: no Python with the bunq-sdk package (set BUNQ_SDK_PYTHON, or run .ci/run to create target/bunq-sdk-venv)"
         );
-        return;
-    };
-    let fake = FakeBunq::start().await.unwrap();
-    let user = fake.create_sandbox_user();
-    let end_user = fake.create_sandbox_user();
-    let access_token = fake.grant_oauth_access(end_user.user_id);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
-    let run = tokio::process::Command::new(&python)
+    }
+    python
+}
+
+/// Runs `tests/sdk/{script}` with `args`; the JSON line it printed last.
+async fn run_script(python: &Path, script: &str, args: &[&std::ffi::OsStr]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let run = tokio::process::Command::new(python)
         .arg(&script)
-        .args([
-            fake.api_base(),
-            user.api_key.clone(),
-            access_token,
-            fake.control_url(),
-        ])
+        .args(args)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), run)
@@ -81,7 +80,30 @@ async fn official_python_sdk_talks_to_the_fake() {
         output.status.success(),
         "SDK script failed:\n{stdout}\n{stderr}"
     );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_python_sdk_talks_to_the_fake() {
+    let Some(python) = python_or_skip().await else {
+        return;
+    };
+    let fake = FakeBunq::start().await.unwrap();
+    let user = fake.create_sandbox_user();
+    let end_user = fake.create_sandbox_user();
+    let access_token = fake.grant_oauth_access(end_user.user_id);
+    let (api_base, control_url) = (fake.api_base(), fake.control_url());
+    let seen = run_script(
+        &python,
+        "conformance.py",
+        &[
+            api_base.as_ref(),
+            user.api_key.as_ref(),
+            access_token.as_ref(),
+            control_url.as_ref(),
+        ],
+    )
+    .await;
 
     assert_eq!(seen["user_id"].as_u64(), Some(user.user_id));
     assert_eq!(seen["user_kind"], "UserPersonApiObject");
@@ -124,12 +146,7 @@ async fn official_python_sdk_onboards_a_psd2_provider() {
     use bunq_testkit::TestCertificate;
     use secrecy::ExposeSecret as _;
 
-    let Some(python) = python_with_sdk().await else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true and no Python with bunq-sdk: .ci/run installs it into target/bunq-sdk-venv"
-        );
-        println!("SKIPPED: no Python with the bunq-sdk package");
+    let Some(python) = python_or_skip().await else {
         return;
     };
     let fake = FakeBunq::start().await.unwrap();
@@ -150,24 +167,13 @@ async fn official_python_sdk_onboards_a_psd2_provider() {
     ] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/psd2.py");
-    let run = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(fake.api_base())
-        .arg(dir.path())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the SDK script finishes within 60 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}"
-    );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let api_base = fake.api_base();
+    let seen = run_script(
+        &python,
+        "psd2.py",
+        &[api_base.as_ref(), dir.path().as_os_str()],
+    )
+    .await;
 
     let provider_id = fake.psd2_provider(provider.certificate()).unwrap();
     assert_eq!(seen["user_id"].as_u64(), Some(provider_id));
