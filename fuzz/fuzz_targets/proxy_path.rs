@@ -5,7 +5,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
-const LIFECYCLE: [&str; 3] = ["installation", "device-server", "session-server"];
+const LIFECYCLE: [&str; 4] = [
+    "installation",
+    "device-server",
+    "session-server",
+    "payment-service-provider-credential",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,5 +1,8 @@
 //! Key import (PEM and DER, private and public) and signature verification input: the
-//! server key bunq returns at installation, key files, and `X-Bunq-Server-Signature`.
+//! server key bunq returns at installation, key files, and `X-Bunq-Server-Signature`;
+//! and PSD2 certificates and chains (PEM and DER), as the fake reads them from clients
+//! (x509-cert's own chain reader panicked on empty input: bunq-signing splits chains
+//! itself).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -18,9 +21,18 @@ fn server_key() -> &'static bunq_signing::PublicKey {
 
 fuzz_target!(|data: &[u8]| {
     let _ = bunq_signing::PrivateKey::from_pkcs8_der(data);
+    if let Ok(certificate) = bunq_signing::Certificate::from_der(data) {
+        let _ = certificate.public_key();
+        let _ = certificate.verify_issued_by(&certificate);
+    }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = bunq_signing::PrivateKey::from_pem(text);
         let _ = bunq_signing::PublicKey::from_pem(text);
+        if let Ok(chain) = bunq_signing::Certificate::chain_from_pem(text) {
+            if let Some(first) = chain.first() {
+                let _ = bunq_signing::verify_chain(first, &chain, std::time::SystemTime::now());
+            }
+        }
     }
     // The first byte splits the rest into a body and a signature header value.
     if let Some((&split, rest)) = data.split_first() {

@@ -21,7 +21,20 @@ pub struct DemoArgs {
     /// Leave the fake bunq and the gateway running, print their URLs, and wait for Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Onboard as a PSD2 provider (`sandbox-setup --psd2`, twice: the second run must
+    /// make nothing new at bunq), so that the gateway's OAuth client is the provider's.
+    #[arg(long)]
+    pub psd2: bool,
 }
+
+/// What a second `sandbox-setup --psd2` must not call again.
+const PSD2_ONCE: [&str; 5] = [
+    "POST /installation",
+    "POST /payment-service-provider-credential",
+    "POST /device-server",
+    "POST /session-server",
+    "POST /user/{id}/oauth-client",
+];
 
 const DEMO_USER: &str = "demo-alice";
 
@@ -34,7 +47,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
     std::fs::create_dir_all(&demo_dir)
         .map_err(|e| fail("prepare target/demo", e, "check disk space"))?;
 
-    let mut progress = Progress::new(9);
+    let mut progress = Progress::new(9 + usize::from(args.psd2));
     let gateway_bin = progress
         .step(
             "build bunq-gateway",
@@ -55,18 +68,34 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
 
     let port = free_port().map_err(|e| fail("pick a port", e, "is 127.0.0.1 available?"))?;
     let gateway_url = format!("http://127.0.0.1:{port}");
-    let setup = SandboxArgs::against_fake(
+    let mut setup = SandboxArgs::against_fake(
         &fake,
         &demo_dir,
         &gateway_url,
         &demo_dir.join("bunq-gateway.sqlite3"),
     );
+    setup.psd2 = args.psd2;
+    let flag = if args.psd2 { " --psd2" } else { "" };
     println!(
-        "---- cargo xtask sandbox-setup --api-base-url {} ----",
+        "---- cargo xtask sandbox-setup{flag} --api-base-url {} ----",
         setup.api_base_url
     );
-    let outcome = sandbox::run(&setup).await?;
+    let mut outcome = sandbox::run(&setup).await?;
     println!("---- sandbox-setup done ----");
+    if args.psd2 {
+        let before = PSD2_ONCE.map(|endpoint| fake.calls(endpoint));
+        println!("---- cargo xtask sandbox-setup{flag} again: everything reused ----");
+        outcome = sandbox::run(&setup).await?;
+        let again = PSD2_ONCE.map(|endpoint| fake.calls(endpoint));
+        if again != before {
+            return Err(fail(
+                "sandbox-setup --psd2, second run",
+                format!("{PSD2_ONCE:?} went from {before:?} to {again:?} calls"),
+                "the second run must reuse the stored provider context",
+            ));
+        }
+        println!("---- sandbox-setup done; nothing new at bunq ----");
+    }
     let bearer = format!("Bearer {}", outcome.gateway_api_key.expose_secret());
 
     let gateway = progress
@@ -161,6 +190,26 @@ pub async fn run(args: &DemoArgs) -> Result<(), StepError> {
         .await?;
 
     let proxy = format!("{gateway_url}/v1/users/{DEMO_USER}/bunq/user/{bunq_user_id}");
+    if args.psd2 {
+        progress
+            .step(
+                "the grant is the PSD2 provider's (GET user/{id} through the gateway)",
+                "the gateway's OAuth client is not the provider's: check gateway.toml",
+                async {
+                    let body =
+                        call(&http, &bearer, reqwest::Method::GET, &proxy, None, 200).await?;
+                    let provider = body
+                        .pointer("/Response/0/UserApiKey/requested_by_user/UserPaymentServiceProvider/id")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| format!("no UserPaymentServiceProvider requested this grant: {body}"))?;
+                    Ok::<_, String>((
+                        (),
+                        format!("UserApiKey {bunq_user_id} requested by UserPaymentServiceProvider {provider}"),
+                    ))
+                },
+            )
+            .await?;
+    }
     let account_id = progress
         .step(
             "list monetary accounts through the gateway",

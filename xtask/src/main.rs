@@ -15,6 +15,7 @@ mod fuzz;
 mod gateway_process;
 mod progress;
 mod sandbox;
+mod sandbox_psd2;
 mod soak;
 
 use clap::{Parser, Subcommand};
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Onboard against bunq's sandbox: user, API key, context, money, OAuth client, gateway config.
-    SandboxSetup(sandbox::SandboxArgs),
+    SandboxSetup(Box<sandbox::SandboxArgs>),
     /// Run the whole flow against a local fake bunq and shut down cleanly.
     Demo(demo::DemoArgs),
     /// Measure signing, the gateway against nginx, sessions, the store and the footprint.

@@ -75,6 +75,22 @@ pub struct SandboxArgs {
     /// The gateway's database path, written into the config.
     #[arg(long, default_value = "bunq-gateway.sqlite3")]
     pub database: String,
+    /// Onboard as a licensed PSD2 provider (AISP/PISP) by its certificate, not an API
+    /// key: the OAuth client and the gateway config then belong to the provider. With
+    /// `--certificate`, `--certificate-key` and `--chain`, else (bunq's sandbox or a
+    /// local fake only) a self-signed test certificate kept beside the context file.
+    /// An API key given (`--api-key`, `BUNQ_API_KEY`) is not used.
+    #[arg(long, conflicts_with = "api_key_file")]
+    pub psd2: bool,
+    /// The provider's certificate (PEM), for `--psd2`.
+    #[arg(long, requires_all = ["psd2", "certificate_key", "chain"])]
+    pub certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM, PKCS#8 or PKCS#1, RSA; mode 0600), for `--psd2`.
+    #[arg(long, requires_all = ["psd2", "certificate", "chain"])]
+    pub certificate_key: Option<PathBuf>,
+    /// The certificate's chain (PEM certificates, issuer first, root last), for `--psd2`.
+    #[arg(long, requires_all = ["psd2", "certificate", "certificate_key"])]
+    pub chain: Option<PathBuf>,
 }
 
 /// Where a local bunq-fake serves: one in this process ([`bunq_testkit::FakeBunq`]) or
@@ -123,6 +139,10 @@ impl SandboxArgs {
             no_money: false,
             context_file: dir.join("bunq-sandbox.json"),
             database: database.display().to_string(),
+            psd2: false,
+            certificate: None,
+            certificate_key: None,
+            chain: None,
         }
     }
 }
@@ -155,57 +175,25 @@ pub async fn run(args: &SandboxArgs) -> Result<SetupOutcome, StepError> {
         detail: e.to_string(),
         hint: format!("remove or fix {}", args.context_file.display()),
     })?;
-    let mut progress = Progress::new(5);
     let client = BunqClient::new(client_config(&api_base)).map_err(|e| StepError {
         step: "configure the bunq client".into(),
         detail: e.to_string(),
         hint: "check --api-base-url".into(),
     })?;
-
-    let secret = progress
-        .step(
-            "sandbox user and API key",
-            "check that --api-base-url is bunq's sandbox (or a bunq-fake) and reachable",
-            api_key(args, &api_base, &store),
-        )
-        .await?;
-
-    let manager = SessionManager::new(client, store, SessionManagerConfig::default());
-    let user_id = progress
-        .step(
-            "installation, device-server and session-server",
-            "a refused API key means the sandbox user is gone: delete the context file and run again",
-            async {
-                let context = manager.connect(&owner(), secret).await?;
-                let session = context.session.as_ref().map(|s| s.user_id);
-                let user_id = session.ok_or_else(|| {
-                    bunq_session::Error::Config("connect returned no session".into())
-                })?;
-                Ok::<_, bunq_session::Error>((
-                    user_id,
-                    format!(
-                        "bunq user {user_id}; context kept in {}",
-                        args.context_file.display()
-                    ),
-                ))
-            },
-        )
-        .await?;
-
-    progress
-        .step(
-            "top up from sugardaddy@bunq.com",
-            "sandbox top-ups can fail while bunq's sandbox is busy: run again, or pass --no-money",
-            top_up(&manager, args.no_money),
-        )
-        .await?;
+    let mut progress = Progress::new(if args.psd2 { 4 } else { 5 });
+    let (manager, credential, user_id) = if args.psd2 {
+        crate::sandbox_psd2::provider(args, &api_base, store, client, &mut progress).await?
+    } else {
+        sandbox_user(args, &api_base, store, client, &mut progress).await?
+    };
 
     let oauth_client = progress
         .step(
             "OAuth client and callback URL",
             "bunq allows one OAuth client per user; check it in the bunq app or with GET /user/{id}/oauth-client",
             async {
-                let info = ensure_oauth_client(&manager, &owner(), user_id, &args.callback_url).await?;
+                let info =
+                    ensure_oauth_client(&manager, &credential, user_id, &args.callback_url).await?;
                 let outcome = format!(
                     "client {} (client_id {}), callback {}",
                     info.id,
@@ -235,6 +223,60 @@ pub async fn run(args: &SandboxArgs) -> Result<SetupOutcome, StepError> {
     Ok(written)
 }
 
+/// The API-key path: the sandbox user and its API key, its session, its top-up.
+async fn sandbox_user(
+    args: &SandboxArgs,
+    api_base: &str,
+    store: ContextFile,
+    client: BunqClient,
+    progress: &mut Progress,
+) -> Result<(SessionManager<ContextFile>, CredentialId, u64), StepError> {
+    let secret = progress
+        .step(
+            "sandbox user and API key",
+            "check that --api-base-url is bunq's sandbox (or a bunq-fake) and reachable",
+            api_key(args, api_base, &store),
+        )
+        .await?;
+
+    let manager = SessionManager::new(client, store, SessionManagerConfig::default());
+    let user_id = progress
+        .step(
+            "installation, device-server and session-server",
+            "a refused API key means the sandbox user is gone: delete the context file and run again",
+            async {
+                let context = manager.connect(&owner(), secret).await?;
+                let user_id = session_user(&context)?;
+                Ok::<_, bunq_session::Error>((
+                    user_id,
+                    format!(
+                        "bunq user {user_id}; context kept in {}",
+                        args.context_file.display()
+                    ),
+                ))
+            },
+        )
+        .await?;
+
+    progress
+        .step(
+            "top up from sugardaddy@bunq.com",
+            "sandbox top-ups can fail while bunq's sandbox is busy: run again, or pass --no-money",
+            top_up(&manager, args.no_money),
+        )
+        .await?;
+    Ok((manager, owner(), user_id))
+}
+
+/// The bunq user id of a connected context's session.
+pub(crate) fn session_user(context: &ApiContext) -> Result<u64, bunq_session::Error> {
+    context
+        .session
+        .as_ref()
+        .map(|s| s.user_id)
+        .ok_or_else(|| bunq_session::Error::Config("connect returned no session".into()))
+}
+
 /// The OAuth endpoints: given, bunq's sandbox for bunq's base, or bunq-fake's layout.
 fn oauth_urls(args: &SandboxArgs, api_base: &str) -> (String, String) {
     let (default_authorize, default_token) = if api_base == SANDBOX_API_BASE {
@@ -256,7 +298,7 @@ fn oauth_urls(args: &SandboxArgs, api_base: &str) -> (String, String) {
     )
 }
 
-fn is_loopback(api_base: &str) -> bool {
+pub(crate) fn is_loopback(api_base: &str) -> bool {
     url::Url::parse(api_base)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
@@ -297,7 +339,7 @@ fn move_legacy_context_file(context_file: &Path) -> Result<(), String> {
 }
 
 /// Creates the parent directory of `file` (mode 0700) if it is missing.
-fn create_private_dir(file: &Path) -> Result<(), String> {
+pub(crate) fn create_private_dir(file: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt as _;
     match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
@@ -546,7 +588,7 @@ impl ContextFile {
         })
     }
 
-    fn get(&self, credential: &CredentialId) -> Option<ApiContext> {
+    pub(crate) fn get(&self, credential: &CredentialId) -> Option<ApiContext> {
         self.contexts.lock().ok()?.get(credential).cloned()
     }
 }

@@ -2,41 +2,16 @@
 //! second run.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use bunq_testkit::FakeBunq;
-
-/// `sandbox-setup` pointed at `fake`.
-fn against(fake: &FakeBunq) -> Vec<String> {
-    vec![
-        "sandbox-setup".to_owned(),
-        "--api-base-url".into(),
-        fake.api_base(),
-        "--oauth-authorize-url".into(),
-        fake.oauth_authorize_url(),
-        "--oauth-token-url".into(),
-        fake.oauth_token_url(),
-    ]
-}
+use common::against;
 
 async fn sandbox_setup(fake: &FakeBunq, dir: &Path, extra: &[&str]) -> Output {
-    let mut args = against(fake);
-    args.extend([
-        "--out".into(),
-        dir.join("gateway.toml").display().to_string(),
-        "--context-file".into(),
-        dir.join("bunq-sandbox.json").display().to_string(),
-    ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    common::xtask(common::in_dir(against(fake), dir, extra)).await
 }
 
 fn config(dir: &Path) -> toml::Table {

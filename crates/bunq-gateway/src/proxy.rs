@@ -19,9 +19,15 @@ use crate::metrics::{BunqOutcome, endpoint_label};
 
 /// The installation → device → session lifecycle belongs to the gateway: a caller who
 /// could reach these endpoints could burn the one session-server call per 30 s that all
-/// users share, or replace a user's installation.
-const LIFECYCLE_ENDPOINTS: &[&str] =
-    &["installation", "device-server", "session-server", "session"];
+/// users share, or replace a user's installation (a PSD2 provider's credential is part
+/// of that lifecycle too).
+const LIFECYCLE_ENDPOINTS: &[&str] = &[
+    "installation",
+    "device-server",
+    "session-server",
+    "session",
+    "payment-service-provider-credential",
+];
 
 const RESPONSE_ID_HEADER: &str = "x-bunq-client-response-id";
 
@@ -245,7 +251,8 @@ pub(crate) fn upstream_target(path: &str, query: Option<&str>) -> Result<String,
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "lifecycle_endpoint",
-                "installation, device-server and session-server are managed by the gateway",
+                "installation, device-server, session-server and the PSD2 credential are \
+                 managed by the gateway",
             ));
         }
     }
@@ -618,6 +625,7 @@ mod tests {
             "/v1/users/a/bunq/installation",
             "/v1/users/a/bunq/device-server",
             "/v1/users/a/bunq/session/1",
+            "/v1/users/a/bunq/payment-service-provider-credential",
         ] {
             assert_eq!(path(p), Err(StatusCode::FORBIDDEN), "{p}");
         }

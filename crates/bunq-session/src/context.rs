@@ -124,9 +124,44 @@ impl fmt::Debug for Session {
     }
 }
 
+/// How a PSD2 provider's credential was made (`POST /payment-service-provider-credential`):
+/// which certificate registered it. Not a secret. The credential's `token_value` is the
+/// context's [`secret`](ApiContext::secret), used like an API key from then on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Psd2Registration {
+    /// bunq's id of the `CredentialPasswordIp`.
+    pub credential_id: u64,
+    /// Lowercase hex SHA-256 of the certificate's DER: a context made with another
+    /// certificate is not reused for this one.
+    pub certificate_sha256: String,
+}
+
+/// A PSD2 provider's credential, from `POST /payment-service-provider-credential`
+/// (bunq's `CredentialPasswordIp`): its `token_value` is the `secret` of device-server
+/// and session-server, as an API key is. `Debug` hides the token.
+#[derive(Clone)]
+pub struct Psd2Credential {
+    /// bunq's id of the credential.
+    pub id: u64,
+    /// The credential's `token_value`.
+    pub token_value: SecretString,
+    /// bunq's status of it (`ACTIVE`, ...), when given.
+    pub status: Option<String>,
+}
+
+impl fmt::Debug for Psd2Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Psd2Credential")
+            .field("id", &self.id)
+            .field("token_value", &"[redacted]")
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
 /// Everything needed to call bunq for one credential without a new installation: the
-/// credential itself (API key or OAuth access token), the installation, the device and
-/// the current session.
+/// credential itself (API key, OAuth access token, or a PSD2 provider's credential), the
+/// installation, the device and the current session.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ApiContext {
     /// The API base this context belongs to (`https://api.bunq.com/v1`, ...): an
@@ -141,6 +176,13 @@ pub struct ApiContext {
     pub device: Option<Device>,
     /// The latest session, if any (it may have expired).
     pub session: Option<Session>,
+    /// For a PSD2 provider's credential ([`SessionManager::connect_psd2`]): the
+    /// certificate that registered it. `None` for API keys and OAuth access tokens, and
+    /// in contexts stored before this field existed.
+    ///
+    /// [`SessionManager::connect_psd2`]: crate::SessionManager::connect_psd2
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psd2: Option<Psd2Registration>,
 }
 
 impl fmt::Debug for ApiContext {
@@ -151,6 +193,7 @@ impl fmt::Debug for ApiContext {
             .field("installation", &self.installation)
             .field("device", &self.device)
             .field("session", &self.session)
+            .field("psd2", &self.psd2)
             .finish()
     }
 }

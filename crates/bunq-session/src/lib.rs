@@ -65,7 +65,10 @@ pub use client::{
     RawResponse, SIGNATURE_HEADER,
 };
 pub use config::{ClientConfig, Environment};
-pub use context::{ApiContext, CredentialId, Device, Installation, Session, UserKind};
+pub use context::{
+    ApiContext, CredentialId, Device, Installation, Psd2Credential, Psd2Registration, Session,
+    UserKind,
+};
 pub use envelope::Pagination;
 pub use error::{Error, SendFailure, TimeoutKind};
 pub use fleet::{BoxFuture, CreationLock, SharedSessionWindow};

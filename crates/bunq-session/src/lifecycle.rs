@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use bunq_signing::{PrivateKey, ServerPublicKey};
+use bunq_signing::{PrivateKey, Psd2Certificate, ServerPublicKey};
 use http::Method;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -44,6 +44,14 @@ struct UserApiKeyObject {
     requested_by_user: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     granted_by_user: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct CredentialPasswordIpObject {
+    id: u64,
+    token_value: SecretString,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 impl BunqClient {
@@ -86,6 +94,48 @@ impl BunqClient {
             private_key,
             server_public_key: server_key.ok_or_else(|| missing("ServerPublicKey"))?,
         })
+    }
+
+    /// `POST /payment-service-provider-credential`: a licensed PSD2 provider registers
+    /// its certificate for `installation` and gets its credential back. Authenticated
+    /// with the installation token and signed like every call; the body carries the
+    /// certificate, its chain, and the certificate key's signature of the installation's
+    /// public key PEM (as sent at installation), `"\n"` and the installation token.
+    /// Never retried (a POST).
+    pub async fn payment_service_provider_credential(
+        &self,
+        installation: &Installation,
+        certificate: &Psd2Certificate,
+    ) -> Result<crate::Psd2Credential, Error> {
+        let signature = certificate.public_key_signature(
+            installation.private_key.public_key_pem(),
+            installation.token.expose_secret(),
+        );
+        let body = serde_json::json!({
+            "client_payment_service_provider_certificate": certificate.certificate_pem(),
+            "client_payment_service_provider_certificate_chain": certificate.chain_pem(),
+            "client_public_key_signature": signature.as_str(),
+        });
+        let req = ApiRequest::post_json("payment-service-provider-credential", &body);
+        let resp = self
+            .send(Auth::Installation(installation), &req)
+            .await?
+            .into_result()?;
+        for (kind, object) in envelope::decode_items(&resp.body)? {
+            if kind == "CredentialPasswordIp" {
+                let credential: CredentialPasswordIpObject =
+                    decode_object("CredentialPasswordIp", object)?;
+                return Ok(crate::Psd2Credential {
+                    id: credential.id,
+                    token_value: credential.token_value,
+                    status: credential.status,
+                });
+            }
+        }
+        Err(Error::unexpected(
+            "POST payment-service-provider-credential",
+            "no CredentialPasswordIp object",
+        ))
     }
 
     /// `POST /device-server`: registers this installation for `secret` (an API key or an
@@ -354,6 +404,18 @@ mod tests {
             .replace("604800", "1200");
         let s = parse_session(swapped.as_bytes(), t0).unwrap();
         assert_eq!(s.expires_at, t0 + Duration::from_secs(1200));
+    }
+
+    #[test]
+    fn payment_service_provider_session_is_typed_and_expires_after_its_session_timeout() {
+        let body =
+            include_bytes!("../../../fixtures/session_server_user_payment_service_provider.json");
+        let t0 = SystemTime::UNIX_EPOCH;
+        let s = parse_session(body, t0).unwrap();
+        assert_eq!(s.kind, UserKind::UserPaymentServiceProvider);
+        assert_eq!(s.user_id, 1822301);
+        assert_eq!(s.granted_by_user_id, None);
+        assert_eq!(s.expires_at, t0 + Duration::from_secs(3600));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use bunq_signing::Psd2Certificate;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::client::{ApiRequest, Auth, RawResponse};
@@ -346,6 +347,7 @@ impl<S: ContextStore> SessionManager<S> {
                     installation: client.installation().await?,
                     device: None,
                     session: None,
+                    psd2: None,
                 };
                 store.save(credential, &context).await?;
                 context
@@ -367,6 +369,61 @@ impl<S: ContextStore> SessionManager<S> {
         self.publish(&slot, &context.installation, &session);
         state.context = Some(context.clone());
         Ok(context)
+    }
+
+    /// Connects a licensed PSD2 provider by its certificate: installation →
+    /// `payment-service-provider-credential` → device-server → session-server, whose
+    /// user is the provider's `UserPaymentServiceProvider`. The credential's
+    /// `token_value` becomes the context's secret, and from then on the credential
+    /// lives as an API key does ([`connect`](Self::connect), renewals, the refusal
+    /// rules); the context records the certificate ([`ApiContext::psd2`]).
+    ///
+    /// A stored context registered with the same certificate on the same API base is
+    /// reused as far as it goes (no new credential, and no session-server call while
+    /// its session lasts). Only if bunq refuses that credential ([`Error::Revoked`],
+    /// after connect's one try from a fresh installation) is the certificate
+    /// registered again, once, from a fresh installation: the certificate can make a
+    /// credential where an API key could not. Not meant to run concurrently with
+    /// another `connect` of the same credential id.
+    pub async fn connect_psd2(
+        &self,
+        credential: &CredentialId,
+        certificate: &Psd2Certificate,
+    ) -> Result<ApiContext, Error> {
+        let client = &self.inner.client;
+        let fingerprint = certificate.certificate().sha256_fingerprint();
+        let stored = self.inner.store.load(credential).await?.filter(|ctx| {
+            ctx.api_base == client.api_base()
+                && ctx
+                    .psd2
+                    .as_ref()
+                    .is_some_and(|r| r.certificate_sha256 == fingerprint)
+        });
+        if let Some(context) = stored {
+            match self.connect(credential, context.secret).await {
+                Err(Error::Revoked { .. }) => {
+                    tracing::info!(%credential, "bunq refused the PSD2 credential; registering the certificate again");
+                }
+                other => return other,
+            }
+        }
+        let installation = client.installation().await?;
+        let registered = client
+            .payment_service_provider_credential(&installation, certificate)
+            .await?;
+        let context = ApiContext {
+            api_base: client.api_base().to_owned(),
+            secret: registered.token_value,
+            installation,
+            device: None,
+            session: None,
+            psd2: Some(crate::Psd2Registration {
+                credential_id: registered.id,
+                certificate_sha256: fingerprint,
+            }),
+        };
+        self.inner.store.save(credential, &context).await?;
+        self.connect(credential, context.secret).await
     }
 
     /// Registers the device (`POST /device-server`) unless the context has one, and saves

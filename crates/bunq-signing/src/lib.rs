@@ -32,10 +32,14 @@
 //!
 //! Building AWS-LC needs only a C compiler (as ring does): no cmake, no clang.
 
+mod certificate;
 mod key_file;
 mod keys;
 mod verify;
 
+pub use certificate::{
+    Certificate, CertificateError, Psd2Certificate, public_key_signature_message, verify_chain,
+};
 pub use key_file::{KeyFileError, read_private_file, write_private_file};
 pub use keys::{KeyError, PrivateKey, Signature};
 pub use verify::{PublicKey, ServerPublicKey, VerificationError};

@@ -36,6 +36,7 @@ fn context(installation: &PrivateKey, server: &PrivateKey, i: u64) -> ApiContext
             granted_by_user_id: None,
             expires_at: std::time::SystemTime::now() + Duration::from_secs(3600),
         }),
+        psd2: None,
     }
 }
 

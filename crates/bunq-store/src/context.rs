@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use bunq_session::{
-    ApiContext, ContextStore, ContextStoreError, CredentialId, Device, Installation, Session,
-    UserKind,
+    ApiContext, ContextStore, ContextStoreError, CredentialId, Device, Installation,
+    Psd2Registration, Session, UserKind,
 };
 use bunq_signing::{PrivateKey, ServerPublicKey};
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -52,6 +52,8 @@ pub(crate) struct SealedContext {
     pub(crate) server_public_key: String,
     pub(crate) device_id: Option<i64>,
     pub(crate) session: Option<SealedSession>,
+    /// A PSD2 provider's registration: credential id and certificate digest.
+    pub(crate) psd2: (Option<i64>, Option<String>),
 }
 
 /// The query [`SealedContext`] is read with, its columns in order (both backends; the
@@ -61,7 +63,7 @@ pub(crate) fn context_query(placeholder: &str) -> String {
         "SELECT c.api_base, c.secret, c.installation_id, c.installation_token,
                 c.private_key, c.server_public_key, c.device_id,
                 s.session_id, s.token, s.user_id, s.kind, s.expires_at,
-                s.granted_by_user_id
+                s.granted_by_user_id, c.psd2_credential_id, c.psd2_certificate_sha256
          FROM contexts c LEFT JOIN sessions s ON s.credential = c.credential
          WHERE c.credential = {placeholder}"
     )
@@ -95,6 +97,7 @@ pub(crate) fn read_context(
                 server_public_key: r.get(5)?,
                 device_id: r.get(6)?,
                 session,
+                psd2: (r.get(13)?, r.get(14)?),
             })
         })
         .optional()?;
@@ -174,6 +177,26 @@ pub(crate) fn open_context(
             })
             .transpose()?,
         session,
+        psd2: match row.psd2 {
+            (Some(id), Some(certificate_sha256)) => Some(Psd2Registration {
+                credential_id: from_db_id(id, "PSD2 credential id")?,
+                certificate_sha256,
+            }),
+            _ => None,
+        },
+    })
+}
+
+/// The `contexts.psd2_*` columns of `context` (both backends).
+pub(crate) fn psd2_columns(
+    context: &ApiContext,
+) -> Result<(Option<i64>, Option<&str>), StoreError> {
+    Ok(match &context.psd2 {
+        Some(p) => (
+            Some(to_db_id(p.credential_id, "PSD2 credential id")?),
+            Some(p.certificate_sha256.as_str()),
+        ),
+        None => (None, None),
     })
 }
 
@@ -210,6 +233,7 @@ fn write_context(
         .as_ref()
         .map(|d| to_db_id(d.id, "device id"))
         .transpose()?;
+    let (psd2_id, psd2_certificate) = psd2_columns(context)?;
     let now = now_db()?;
 
     let tx = conn.transaction()?;
@@ -219,15 +243,18 @@ fn write_context(
         .optional()?;
     tx.prepare_cached(
         "INSERT INTO contexts (credential, api_base, secret, installation_id,
-           installation_token, private_key, server_public_key, device_id, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+           installation_token, private_key, server_public_key, device_id, updated_at,
+           psd2_credential_id, psd2_certificate_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (credential) DO UPDATE SET
            api_base = excluded.api_base, secret = excluded.secret,
            installation_id = excluded.installation_id,
            installation_token = excluded.installation_token,
            private_key = excluded.private_key,
            server_public_key = excluded.server_public_key,
-           device_id = excluded.device_id, updated_at = excluded.updated_at",
+           device_id = excluded.device_id, updated_at = excluded.updated_at,
+           psd2_credential_id = excluded.psd2_credential_id,
+           psd2_certificate_sha256 = excluded.psd2_certificate_sha256",
     )?
     .execute(params![
         credential,
@@ -238,7 +265,9 @@ fn write_context(
         private_key,
         server_public_key_pem,
         device_id,
-        now
+        now,
+        psd2_id,
+        psd2_certificate
     ])?;
     match &context.session {
         Some(session) => {

@@ -397,6 +397,8 @@ CREATE TABLE store_keys (
 /// - `idempotency_keys.owner`: the gateway (replica id) whose call a key in flight is,
 ///   so that a starting gateway settles its dead predecessors' keys, not its live
 ///   peers'.
+/// - `contexts.psd2_*`: a PSD2 provider's context names the credential and the
+///   certificate (SHA-256 of its DER) that registered it; neither is secret.
 ///
 /// PostgreSQL also gets the tables through which gateways coordinate (never copied,
 /// they hold nothing that outlives the processes): `fleet_replicas` (who is alive,
@@ -408,6 +410,8 @@ const V6: &str = r#"
 ALTER TABLE users ADD COLUMN egress TEXT;
 ALTER TABLE events ADD COLUMN leased_until INTEGER;
 ALTER TABLE idempotency_keys ADD COLUMN owner TEXT;
+ALTER TABLE contexts ADD COLUMN psd2_credential_id INTEGER;
+ALTER TABLE contexts ADD COLUMN psd2_certificate_sha256 TEXT;
 "#;
 
 /// [`V6`] for PostgreSQL, with the coordination tables.
@@ -415,6 +419,8 @@ const PG_V6: &str = r#"
 ALTER TABLE users ADD COLUMN egress TEXT;
 ALTER TABLE events ADD COLUMN leased_until BIGINT;
 ALTER TABLE idempotency_keys ADD COLUMN owner TEXT;
+ALTER TABLE contexts ADD COLUMN psd2_credential_id BIGINT;
+ALTER TABLE contexts ADD COLUMN psd2_certificate_sha256 TEXT;
 
 CREATE TABLE fleet_replicas (
     id            TEXT PRIMARY KEY NOT NULL,

@@ -143,7 +143,29 @@ async fn concurrent_reads_and_writes_all_succeed(db: TestDb) {
     }
 }
 
+async fn a_psd2_providers_registration_is_kept_with_its_context(db: TestDb) {
+    let key = MasterKey::generate().unwrap();
+    let cred = CredentialId::new("psd2-provider");
+    let mut saved = context("credential-token", "installation-token", "session-token", 5);
+    saved.psd2 = Some(bunq_session::Psd2Registration {
+        credential_id: 4242,
+        certificate_sha256: "ab".repeat(32),
+    });
+    {
+        let store = db.open(&key).await;
+        store.save(&cred, &saved).await.unwrap();
+    }
+    let store = db.open(&key).await;
+    let loaded = store.load(&cred).await.unwrap().unwrap();
+    assert_eq!(loaded.psd2, saved.psd2);
+    // And a context without one stays without.
+    saved.psd2 = None;
+    store.save(&cred, &saved).await.unwrap();
+    assert_eq!(store.load(&cred).await.unwrap().unwrap().psd2, None);
+}
+
 on_both_backends!(
+    a_psd2_providers_registration_is_kept_with_its_context,
     saved_context_loads_back_identically_after_reopen,
     context_without_user_row_is_stored_for_api_key_credentials,
     session_created_is_audited_once_per_new_session_id,

@@ -396,7 +396,9 @@ async fn a_wrong_key_is_refused_before_the_file_or_the_database_is_touched() {
         .execute_batch(
             "DROP TABLE store_keys; ALTER TABLE users DROP COLUMN egress;
              ALTER TABLE events DROP COLUMN leased_until;
-             ALTER TABLE idempotency_keys DROP COLUMN owner; PRAGMA user_version = 4;",
+             ALTER TABLE idempotency_keys DROP COLUMN owner;
+             ALTER TABLE contexts DROP COLUMN psd2_credential_id;
+             ALTER TABLE contexts DROP COLUMN psd2_certificate_sha256; PRAGMA user_version = 4;",
         )
         .unwrap();
     let file = std::fs::read(&source.path).unwrap();

@@ -29,6 +29,7 @@ pub(crate) enum Op {
     Installation,
     DeviceServer,
     SessionServer,
+    PaymentServiceProviderCredential,
     SandboxUserPerson,
     DeleteSession,
     ListUsers,
@@ -83,6 +84,14 @@ fn resolve(method: &str, segs: &[&str]) -> Resolved {
         (["session-server"], ..) => {
             pick(method, &[("POST", SessionServer, "POST /session-server")])
         }
+        (["payment-service-provider-credential"], ..) => pick(
+            method,
+            &[(
+                "POST",
+                PaymentServiceProviderCredential,
+                "POST /payment-service-provider-credential",
+            )],
+        ),
         (["sandbox-user-person"], ..) => pick(
             method,
             &[("POST", SandboxUserPerson, "POST /sandbox-user-person")],
@@ -418,7 +427,10 @@ fn authenticate(
         _ => {}
     }
     let token = header(headers, AUTH_HEADER).ok_or_else(ApiError::unauthorised)?;
-    if matches!(op, Op::DeviceServer | Op::SessionServer) {
+    if matches!(
+        op,
+        Op::DeviceServer | Op::SessionServer | Op::PaymentServiceProviderCredential
+    ) {
         let key = shared
             .world()
             .installations
@@ -498,6 +510,9 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
         Auth::Installation(token) => {
             return match op {
                 Op::DeviceServer => device_server(shared, &token, &call),
+                Op::PaymentServiceProviderCredential => {
+                    crate::psd2::create_credential(shared, &token, &call)
+                }
                 _ => session_server(shared, &token, &call),
             };
         }
@@ -610,6 +625,7 @@ fn execute(shared: &Shared, op: Op, auth: Auth, call: Call<'_>) -> Result<Respon
         | Op::SandboxUserPerson
         | Op::DeviceServer
         | Op::SessionServer
+        | Op::PaymentServiceProviderCredential
         | Op::DeleteSession => Err(ApiError::not_found("Route not found.")),
     }
 }
@@ -645,6 +661,7 @@ fn installation(shared: &Shared, body: &[u8]) -> Result<Response, ApiError> {
             token.clone(),
             Installation {
                 client_key,
+                client_key_pem: body.client_public_key,
                 device: None,
                 used_request_ids: Default::default(),
             },

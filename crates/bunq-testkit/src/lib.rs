@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 //!
 //! # What it serves
-//! Under `/v1`: `POST /installation` (no auth), `POST /device-server` and
-//! `POST /session-server` (installation token), `POST /sandbox-user-person` (no auth),
+//! Under `/v1`: `POST /installation` (no auth), `POST /device-server`,
+//! `POST /session-server` and `POST /payment-service-provider-credential` (installation
+//! token; a PSD2 provider's certificate, chain and public-key signature checked as bunq
+//! does, see [`TestCertificate`] to make one), `POST /sandbox-user-person` (no auth),
 //! then with a session token: `GET /user`, `GET /user/{id}`,
 //! `GET /user/{id}/monetary-account-bank[/{aid}]`, `GET /user/{id}/monetary-account[/{aid}]`,
 //! `POST|GET /user/{id}/monetary-account/{aid}/payment` (the list holds payments made
@@ -101,7 +103,9 @@ mod money;
 mod notify;
 mod oauth;
 mod objects;
+mod psd2;
 mod server;
+mod test_certificate;
 mod wire;
 mod world;
 
@@ -115,6 +119,7 @@ use tokio::task::JoinHandle;
 
 pub use knobs::Knobs;
 pub use notify::SentCallback;
+pub use test_certificate::{TestCertificate, TestCertificateError};
 pub use world::AccountKind;
 
 /// The `error_description` of bunq's HTTP 400 to a session-authenticated non-GET call
@@ -329,6 +334,17 @@ impl FakeBunq {
         let mut world = self.shared.world();
         let psp = world.internal_psp();
         world.create_grant(granted_by_user_id, psp)
+    }
+
+    /// The user id of the PSD2 provider registered with `certificate`
+    /// (`POST /payment-service-provider-credential`), if any.
+    pub fn psd2_provider(&self, certificate: &bunq_signing::Certificate) -> Option<u64> {
+        let fingerprint = certificate.sha256_fingerprint();
+        self.shared
+            .world()
+            .psd2_providers
+            .get(&fingerprint)
+            .copied()
     }
 
     /// Revokes every OAuth access token user `granted_by_user_id` granted, as when the

@@ -92,6 +92,8 @@ pub(crate) struct Grant {
 
 pub(crate) struct Installation {
     pub client_key: PublicKey,
+    /// `client_public_key` exactly as sent: a PSD2 provider's certificate key signs it.
+    pub client_key_pem: String,
     /// Set by device-server.
     pub device: Option<Device>,
     /// Every `X-Bunq-Client-Request-Id` of a session-authenticated non-GET call that
@@ -233,8 +235,10 @@ pub(crate) struct World {
     next_id: u64,
     pub users: HashMap<u64, User>,
     pub accounts: HashMap<u64, Account>,
-    /// API key → user id.
+    /// API key (or a PSD2 credential's `token_value`) → user id.
     pub api_keys: HashMap<String, u64>,
+    /// A PSD2 certificate's SHA-256 fingerprint → its provider's user id.
+    pub psd2_providers: HashMap<String, u64>,
     /// OAuth access token → grant id.
     pub access_tokens: HashMap<String, u64>,
     pub grants: HashMap<u64, Grant>,

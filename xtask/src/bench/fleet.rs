@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bunq_testkit::{FakeBunq, FakeConfig};
 use serde_json::{Value, json};
 
-use super::gateway::{self, GatewayProcess, call, connect_user};
+use super::gateway::{self, GatewayProcess, call};
 use super::load::{CpuMeter, wrk};
 use super::report::{Report, Verdict};
 
@@ -136,10 +136,29 @@ pub async fn postgres_vs_sqlite(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
+    let browser = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut targets = Vec::new();
     for (gw, url) in [(&sqlite, &own.url), (&postgres, &pg_url)] {
         let user = "bench-store";
-        let bunq_user_id = connect_user(&http, &own.bearer, url, user).await?;
+        // The OAuth callback URL is the SQLite gateway's: the PostgreSQL one gets its
+        // callback handed over.
+        consent_via(&browser, &own.bearer, &own.url, url, user).await?;
+        let record = call(
+            &http,
+            &own.bearer,
+            reqwest::Method::GET,
+            &format!("{url}/v1/users/{user}"),
+            None,
+            200,
+        )
+        .await?;
+        let bunq_user_id = record["bunq_user_id"]
+            .as_u64()
+            .ok_or_else(|| format!("{user} not connected: {record}"))?;
         let get = format!("{url}/v1/users/{user}/bunq/user/{bunq_user_id}/monetary-account-bank");
         // Warm: the session and the verification cache.
         call(&http, &own.bearer, reqwest::Method::GET, &get, None, 200).await?;
@@ -326,8 +345,9 @@ async fn connect_rate_with(
     ))
 }
 
-/// Authorization on the first gateway, the fake's consent page, then the callback to
-/// `callback_to` (the callback URL is the first gateway's, the public one).
+/// Authorization on `callback_to`, the fake's consent page, then the callback (whose
+/// URL is `public`'s, the one registered at bunq) handed to `callback_to`, as a load
+/// balancer in front of several gateways would. `http` must not follow redirects.
 async fn consent_via(
     http: &reqwest::Client,
     bearer: &str,
@@ -339,7 +359,7 @@ async fn consent_via(
         http,
         bearer,
         reqwest::Method::POST,
-        &format!("{public}/v1/authorizations"),
+        &format!("{callback_to}/v1/authorizations"),
         Some(json!({ "user_ref": user_ref })),
         201,
     )

@@ -160,6 +160,7 @@ async fn open_context(
         installation,
         device: Some(device),
         session,
+        psd2: None,
     };
     store
         .save_context(&user_ref, &context)

@@ -81,6 +81,7 @@ pub async fn mock_api() -> (ServerGuard, UserApi<MemoryContextStore>) {
             granted_by_user_id: Some(42),
             expires_at: SystemTime::now() + Duration::from_secs(3600),
         }),
+        psd2: None,
     };
     manager.store().save(&credential, &context).await.unwrap();
     (server, UserApi::new(manager, credential))

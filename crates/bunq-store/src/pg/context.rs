@@ -14,7 +14,7 @@ use crate::StoreError;
 use crate::audit::AuditEvent;
 use crate::context::{
     CONTEXTS, INSTALLATION_TOKEN, PRIVATE_KEY, SECRET, SESSION_TOKEN, SESSIONS, SealedContext,
-    context_query, kind_name, open_context,
+    context_query, kind_name, open_context, psd2_columns,
 };
 use crate::schema::{now_db, to_db_id, to_db_time};
 use crate::vault::{ParsedKeys, Vault};
@@ -47,6 +47,7 @@ async fn read_context<C: GenericClient>(
         server_public_key: r.try_get(5)?,
         device_id: r.try_get(6)?,
         session,
+        psd2: (r.try_get(13)?, r.try_get(14)?),
     };
     open_context(vault, credential, row).map(Some)
 }
@@ -97,6 +98,7 @@ impl PgStore {
             .map(|d| to_db_id(d.id, "device id"))
             .transpose()?;
         let installation_id = to_db_id(installation.id, "installation id")?;
+        let (psd2_id, psd2_certificate) = psd2_columns(context)?;
         let now = now_db()?;
 
         let mut client = self.client().await?;
@@ -117,15 +119,18 @@ impl PgStore {
         execute(
             &tx,
             "INSERT INTO contexts (credential, api_base, secret, installation_id,
-               installation_token, private_key, server_public_key, device_id, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               installation_token, private_key, server_public_key, device_id, updated_at,
+               psd2_credential_id, psd2_certificate_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (credential) DO UPDATE SET
                api_base = excluded.api_base, secret = excluded.secret,
                installation_id = excluded.installation_id,
                installation_token = excluded.installation_token,
                private_key = excluded.private_key,
                server_public_key = excluded.server_public_key,
-               device_id = excluded.device_id, updated_at = excluded.updated_at",
+               device_id = excluded.device_id, updated_at = excluded.updated_at,
+               psd2_credential_id = excluded.psd2_credential_id,
+               psd2_certificate_sha256 = excluded.psd2_certificate_sha256",
             &[
                 &credential,
                 &context.api_base,
@@ -136,6 +141,8 @@ impl PgStore {
                 &server_public_key_pem,
                 &device_id,
                 &now,
+                &psd2_id,
+                &psd2_certificate,
             ],
         )
         .await?;

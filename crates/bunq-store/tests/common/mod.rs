@@ -91,6 +91,7 @@ pub fn context(
             granted_by_user_id: None,
             expires_at: SystemTime::UNIX_EPOCH + Duration::new(1_900_000_000, 123_456_789),
         }),
+        psd2: None,
     }
 }
 
