@@ -15,10 +15,12 @@ mod gateway;
 mod load;
 mod nginx;
 mod population;
+mod post_cpu;
 mod proxy;
 mod report;
 mod rsa_count;
 mod signing;
+mod store_rate;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,6 +63,12 @@ pub struct BenchArgs {
     /// Of them, users with a live session loaded into the gateway.
     #[arg(long, default_value_t = 1_000)]
     pub live_sessions: usize,
+    /// Connected users in the second, larger footprint database (issue 19's scale).
+    #[arg(long, default_value_t = 100_000)]
+    pub large_users: usize,
+    /// Of them, users with a live session loaded into the gateway.
+    #[arg(long, default_value_t = 10_000)]
+    pub large_live_sessions: usize,
     /// Short runs everywhere (a smoke test of the bench itself; figures are rough).
     #[arg(long)]
     pub quick: bool,
@@ -68,6 +76,11 @@ pub struct BenchArgs {
     /// missing tool is reported as a missed item 3, with the command that installs it).
     #[arg(long)]
     pub install: bool,
+    /// For profiling by hand: run only these parts (comma-separated: signing, proxy,
+    /// rsa, post, coalescing, callbacks, connect, relay, fleet, idempotency, footprint); the
+    /// report then lacks the others.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Measure even in a debug build (figures meaningless; for testing the bench).
     #[arg(long, hide = true)]
     pub allow_debug: bool,
@@ -76,12 +89,14 @@ pub struct BenchArgs {
     /// `wrk` and `perf record -p` by hand), then stop without measuring anything.
     #[arg(long, hide = true)]
     pub hold: Option<u64>,
-    /// For working on the bench: item 9 (fleet mode) alone, after the build.
-    #[arg(long, hide = true)]
-    pub fleet_only: bool,
 }
 
 impl BenchArgs {
+    /// Whether the part `name` runs (`--only`).
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+
     fn effective(&self) -> BenchArgs {
         let mut a = self.clone();
         if a.quick {
@@ -91,8 +106,11 @@ impl BenchArgs {
             a.signing_seconds = a.signing_seconds.min(1);
             a.users = a.users.min(1_000);
             a.live_sessions = a.live_sessions.min(100);
+            a.large_users = a.large_users.min(10_000);
+            a.large_live_sessions = a.large_live_sessions.min(1_000);
         }
         a.live_sessions = a.live_sessions.min(a.users.saturating_sub(1));
+        a.large_live_sessions = a.large_live_sessions.min(a.large_users.saturating_sub(1));
         a.rounds = a.rounds.max(1);
         a
     }
@@ -114,17 +132,19 @@ pub struct Connected {
 
 const USER_REF: &str = "bench-alice";
 
-/// Item 9: fleet mode on PostgreSQL (`bench/fleet.rs`).
+/// Item 11: fleet mode on PostgreSQL (`bench/fleet.rs`).
 async fn fleet_item(args: &BenchArgs, report: &mut Report, bin: &Path, dir: &Path) {
-    heading("9. fleet mode on PostgreSQL: the store off the hot path; connects per egress address");
+    heading(
+        "11. fleet mode on PostgreSQL: the store off the hot path; connects per egress address",
+    );
     let (rounds, seconds) = if args.quick { (1, 3) } else { (3, 5) };
     if let Err(e) = fleet::postgres_vs_sqlite(report, bin, dir, rounds, seconds).await {
-        report.skip("9", "proxied GET, PostgreSQL store / SQLite store", e);
+        report.skip("11", "proxied GET, PostgreSQL store / SQLite store", e);
     }
     let bunq_minutes = if args.quick { 1 } else { 2 };
     if let Err(e) = fleet::connect_rate(report, bin, dir, bunq_minutes).await {
         report.skip(
-            "9",
+            "11",
             "connects per minute with 1, 2 and 4 egress addresses",
             e,
         );
@@ -145,7 +165,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
     let mut report = Report::default();
 
     heading("1. signing: ours vs `openssl speed rsa2048`");
-    let sign_us = match signing::measure(args.signing_seconds, args.rounds) {
+    let signing = if args.runs("signing") || args.runs("post") {
+        signing::measure(args.signing_seconds, args.rounds)
+    } else {
+        Err("not run (--only)".to_owned())
+    };
+    let sign_us = match signing {
         Ok(r) => {
             let (s, v) = (r.sign_ratio, r.verify_ratio);
             let rounds = report::median_of(r.rounds.len());
@@ -189,7 +214,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
                 );
             }
             report.section("signing", json!(r));
-            Some(r.ours_sign_us)
+            Some((r.ours_sign_us, r.ours_verify_us))
         }
         Err(e) => {
             report.skip("1", "RSA-2048 sign and verify", e);
@@ -209,11 +234,6 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
         .await
         .map_err(|e| fail("start bunq-fake", e, "is 127.0.0.1 available?"))?;
     println!("  fake at {}; gateway {}", fake.api_base(), bin.display());
-    if args.fleet_only {
-        fleet_item(&args, &mut report, &bin, &dir).await;
-        println!("\n{}", report.table());
-        return Ok(());
-    }
 
     heading("sandbox-setup against the fake, start the gateway, connect a user");
     let (gw, user, config_path) = setup(&fake, &bin, &dir).await?;
@@ -228,67 +248,155 @@ pub async fn run(args: &BenchArgs) -> Result<(), StepError> {
         Verdict::of(gw.ready_after <= Duration::from_millis(200)),
     );
 
-    heading("3. gateway vs nginx over the same fake endpoint");
-    if let Err(e) = proxy::gateway_vs_nginx(
-        &args,
-        &mut report,
-        &fake,
-        &gw,
-        &user,
-        &dir,
-        proxy::Relaunch {
-            bin: &bin,
-            config: &config_path,
-        },
-    )
-    .await
-    {
-        report.skip("3", "gateway vs nginx", e);
+    if args.runs("proxy") {
+        heading("3. gateway vs nginx over the same fake endpoint");
+        if let Err(e) = proxy::gateway_vs_nginx(
+            &args,
+            &mut report,
+            &fake,
+            &gw,
+            &user,
+            &dir,
+            proxy::Relaunch {
+                bin: &bin,
+                config: &config_path,
+            },
+        )
+        .await
+        {
+            report.skip("3", "gateway vs nginx", e);
+        }
     }
 
-    heading("2. RSA signatures per proxied GET after warm-up");
-    if let Err(e) = rsa_count::measure(&mut report, &bin, &gw, &user, sign_us).await {
-        report.skip("2", "RSA signatures per proxied GET", e);
+    if args.runs("rsa") {
+        heading("2. RSA signatures per proxied GET after warm-up");
+        if let Err(e) =
+            rsa_count::measure(&mut report, &bin, &gw, &user, sign_us.map(|(s, _)| s)).await
+        {
+            report.skip("2", "RSA signatures per proxied GET", e);
+        }
     }
 
-    heading("4. session coalescing");
-    if let Err(e) = proxy::coalescing_after_expiry(&mut report, &fake, &gw, &user).await {
-        report.skip("4", "coalescing after expiry", e);
+    if args.runs("post") {
+        heading("9. gateway CPU per proxied POST against one RSA sign + one verify");
+        match sign_us {
+            Some((sign, verify)) => {
+                let per_round = if args.quick { 100 } else { 400 };
+                if let Err(e) = post_cpu::measure(
+                    &mut report,
+                    &gw,
+                    &user,
+                    sign + verify,
+                    args.rounds,
+                    per_round,
+                )
+                .await
+                {
+                    report.skip("9", "gateway CPU per proxied POST", e);
+                }
+            }
+            None => report.skip(
+                "9",
+                "gateway CPU per proxied POST",
+                "item 1 was not measured",
+            ),
+        }
     }
 
-    heading("5. callbacks per second");
-    let n = if args.quick { 8 } else { 24 };
-    if let Err(e) = proxy::callbacks_per_second(&mut report, &gw, &user.bearer, n, 4).await {
-        report.skip("5", "callbacks per second", e);
+    if args.runs("coalescing") {
+        heading("4. session coalescing");
+        if let Err(e) = proxy::coalescing_after_expiry(&mut report, &fake, &gw, &user).await {
+            report.skip("4", "coalescing after expiry", e);
+        }
     }
-    heading("7. connect rate at bunq's session limit (windows shortened 10x)");
-    let bunq_minutes = if args.quick { 1 } else { 5 };
-    if let Err(e) = connect_rate::measure(&mut report, &bin, &dir, bunq_minutes).await {
-        report.skip("7", "connect rate", e);
+
+    if args.runs("callbacks") {
+        heading("5. callbacks per second");
+        let n = if args.quick { 8 } else { 24 };
+        if let Err(e) = proxy::callbacks_per_second(&mut report, &gw, &user.bearer, n, 4).await {
+            report.skip("5", "callbacks per second", e);
+        }
     }
-    heading("8. bunq callbacks: accepted per second, relay latency (vs a plain echo)");
-    let span = Duration::from_secs(if args.quick { 2 } else { 5 });
-    if let Err(e) = callbacks_rate::measure(&mut report, &bin, &dir, span).await {
-        report.skip("8", "bunq callbacks accepted and relayed", e);
+
+    if args.runs("connect") {
+        heading("7. connect rate at bunq's session limit (windows shortened 10x)");
+        let bunq_minutes = if args.quick { 1 } else { 5 };
+        if let Err(e) = connect_rate::measure(&mut report, &bin, &dir, bunq_minutes).await {
+            report.skip("7", "connect rate", e);
+        }
     }
-    fleet_item(&args, &mut report, &bin, &dir).await;
+
+    if args.runs("relay") {
+        heading("8. bunq callbacks: accepted per second, relay latency (vs a plain echo)");
+        let span = Duration::from_secs(if args.quick { 2 } else { 5 });
+        if let Err(e) = callbacks_rate::measure(&mut report, &bin, &dir, span).await {
+            report.skip("8", "bunq callbacks accepted and relayed", e);
+        }
+    }
+
+    if args.runs("fleet") {
+        fleet_item(&args, &mut report, &bin, &dir).await;
+    }
+
     let idle_rss_a = gw.pid().and_then(load::rss_mib);
-    let _ = gw.terminate();
 
-    heading("5-6. store lookups, footprint with a populated database, cold coalescing");
-    if let Err(e) = footprint(
-        &args,
-        &mut report,
-        &fake,
-        &bin,
-        &config_path,
-        &user.bearer,
-        &dir,
-    )
-    .await
-    {
-        report.skip("6", "footprint", e);
+    if args.runs("idempotency") {
+        heading(
+            "10. idempotency records written and read back (bunq-store, SQLite, synchronous=FULL)",
+        );
+        let facts = gateway::read_config(&config_path)
+            .map_err(|e| fail("read the gateway config", e, "none"))?;
+        let span = Duration::from_secs(if args.quick { 1 } else { 3 });
+        if let Err(e) = store_rate::measure(
+            &mut report,
+            &dir.join("idempotency.sqlite3"),
+            facts.master_key.clone(),
+            span,
+        )
+        .await
+        {
+            report.skip("10", "idempotency records per second", e);
+        }
     }
+
+    if args.runs("footprint") {
+        heading("5-6. store lookups, footprint with a populated database, cold coalescing");
+        let sizes = [
+            Footprint {
+                users: args.users,
+                live: args.live_sessions,
+                rss_goal_mib: 64.0,
+                ready_goal: Duration::from_millis(200),
+                first: true,
+            },
+            Footprint {
+                users: args.large_users,
+                live: args.large_live_sessions,
+                rss_goal_mib: 64.0,
+                ready_goal: Duration::from_millis(100),
+                first: false,
+            },
+        ];
+        for size in sizes {
+            if let Err(e) = footprint(
+                &args,
+                size,
+                &mut report,
+                &fake,
+                &bin,
+                &config_path,
+                &user.bearer,
+                &dir,
+                Some((&gw, &user)),
+            )
+            .await
+            {
+                report.skip("6", format!("footprint ({} users)", size.users), e);
+            }
+        }
+    }
+
+    let _ = gw.terminate();
     if let Some(rss) = idle_rss_a {
         report.note(format!(
             "gateway RSS after the proxy runs (one user): {rss:.1} MiB"
@@ -458,37 +566,56 @@ async fn setup(
     Ok((gw, user, outcome.config_path))
 }
 
+/// One footprint database: its size and goals.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    users: usize,
+    live: usize,
+    rss_goal_mib: f64,
+    ready_goal: Duration,
+    /// The first size also measures store lookups and cold coalescing (as before).
+    first: bool,
+}
+
 /// Items 5 (store lookups), 6 (footprint, start time) and 4 (cold coalescing) on a
 /// second gateway over a database filled through bunq-store.
+#[allow(clippy::too_many_arguments)]
 async fn footprint(
     args: &BenchArgs,
+    size: Footprint,
     report: &mut Report,
     fake: &FakeBunq,
     bin: &Path,
     config: &Path,
     bearer: &str,
     dir: &Path,
+    compare_with: Option<(&GatewayProcess, &Connected)>,
 ) -> Result<(), String> {
     let facts = gateway::read_config(config)?;
-    let db = dir.join("footprint.sqlite3");
+    let (users, live) = (size.users, size.live);
+    let name = if size.first {
+        "footprint"
+    } else {
+        "footprint-large"
+    };
+    let db = dir.join(format!("{name}.sqlite3"));
     let t = Instant::now();
     println!(
         "  writing {} connected users, {} with sessions opened at the fake ...",
-        args.users, args.live_sessions
+        users, live
     );
-    let population = population::populate(
-        &db,
-        facts.master_key.clone(),
-        fake,
-        args.users,
-        args.live_sessions,
-    )
-    .await?;
+    let population = population::populate(&db, facts.master_key.clone(), fake, users, live).await?;
     println!("  written in {:.1} s", t.elapsed().as_secs_f64());
 
     let refs: Vec<String> = population.live.iter().map(|u| u.user_ref.clone()).collect();
     let lookup_s = Duration::from_secs(if args.quick { 1 } else { 3 });
-    match population::lookups_per_second(&db, facts.master_key.clone(), &refs, 4, lookup_s).await {
+    let lookups = if size.first {
+        population::lookups_per_second(&db, facts.master_key.clone(), &refs, 4, lookup_s).await
+    } else {
+        Ok(-1.0)
+    };
+    match lookups {
+        Ok(rate) if rate < 0.0 => {}
         Ok(rate) => {
             report.row(
                 "5",
@@ -506,10 +633,16 @@ async fn footprint(
     }
 
     let port = gateway::free_port()?;
-    let variant = dir.join("footprint.toml");
+    let variant = dir.join(format!("{name}.toml"));
     gateway::write_variant(&facts, &variant, port, &db)?;
     let url = format!("http://127.0.0.1:{port}");
-    let gw = GatewayProcess::start(bin, &variant, &url, &dir.join("gateway-footprint.log")).await?;
+    let gw = GatewayProcess::start(
+        bin,
+        &variant,
+        &url,
+        &dir.join(format!("gateway-{name}.log")),
+    )
+    .await?;
     let pid = gw.pid().ok_or("no pid")?;
     report.row(
         "6",
@@ -518,8 +651,8 @@ async fn footprint(
             population.users
         ),
         format!("{} ms", gw.ready_after.as_millis()),
-        "<= 200 ms",
-        Verdict::of(gw.ready_after <= Duration::from_millis(200)),
+        format!("<= {} ms", size.ready_goal.as_millis()),
+        Verdict::of(gw.ready_after <= size.ready_goal),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = load::rss_mib(pid).ok_or("cannot read the gateway's RSS")?;
@@ -530,8 +663,8 @@ async fn footprint(
             population.users
         ),
         format!("{idle:.1} MiB"),
-        "<= 64 MiB",
-        Verdict::of(idle <= 64.0),
+        format!("<= {:.0} MiB", size.rss_goal_mib),
+        Verdict::of(idle <= size.rss_goal_mib),
     );
 
     // One proxied GET per live user loads each session into the gateway's memory.
@@ -580,15 +713,24 @@ async fn footprint(
             population.live.len()
         ),
         format!("{loaded:.1} MiB"),
-        "<= 64 MiB",
-        Verdict::of(loaded <= 64.0),
+        format!("<= {:.0} MiB", size.rss_goal_mib),
+        Verdict::of(loaded <= size.rss_goal_mib),
     );
-    report.section("footprint", json!({ "users": population.users, "live_sessions": population.live.len(), "rss_idle_mib": idle, "rss_loaded_mib": loaded, "ready_ms": gw.ready_after.as_millis() as u64, "warmup_failures": failed }));
+    report.section(name, json!({ "users": population.users, "live_sessions": population.live.len(), "rss_idle_mib": idle, "rss_loaded_mib": loaded, "ready_ms": gw.ready_after.as_millis() as u64, "warmup_failures": failed }));
 
-    if let Err(e) =
-        proxy::coalescing_cold(report, fake, &gw, &population.sessionless.user_ref, bearer).await
-    {
-        report.skip("4", "cold coalescing", e);
+    if size.first {
+        if let Err(e) =
+            proxy::coalescing_cold(report, fake, &gw, &population.sessionless.user_ref, bearer)
+                .await
+        {
+            report.skip("4", "cold coalescing", e);
+        }
+    } else if let Some((small, small_user)) = compare_with {
+        if let Err(e) =
+            proxy::hot_path_at_scale(args, report, small, small_user, &gw, &population).await
+        {
+            report.skip("6", "proxied GET at scale", e);
+        }
     }
     let _ = gw.terminate();
     Ok(())

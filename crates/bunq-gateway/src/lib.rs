@@ -69,7 +69,8 @@ pub async fn serve(
         .await
 }
 
-/// A gateway whose database is open and checked (integrity, master key) and whose
+/// A gateway whose database is open and checked (schema, master key; on SQLite the full
+/// integrity check runs in the background from here, see `/readyz`) and whose
 /// crates are wired: what is left is to serve. Building before announcing the address
 /// means a caller that sees the address sees a gateway that can answer.
 pub struct Gateway {
@@ -86,6 +87,7 @@ impl Gateway {
     /// consents it left (on the caller's runtime, in the background).
     pub async fn build(config: Config) -> Result<Self, GatewayError> {
         let state = app::build(&config).await?;
+        app::check_integrity_in_background(&state, &config);
         sweep_expired_states(&state).await;
         fleet::join(&state).await?;
         let unknown = state.store.recover_idempotency().await?;

@@ -142,3 +142,79 @@ async fn the_user_ref_is_logged_only_when_configured() {
         "{log}"
     );
 }
+
+/// The full integrity check runs after start (so that start time does not grow with the
+/// database): a database that fails it still starts, and `/readyz` then answers 503,
+/// with the failure in the log as an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_failing_its_integrity_check_is_not_ready() {
+    let env = Env::new().await;
+    if env.postgres.is_some() {
+        // PostgreSQL's check is a schema-version query at start; nothing runs later.
+        return;
+    }
+    let gw = env.start_gateway();
+    let ready = env
+        .http
+        .get(format!("{}/readyz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    gw.stop();
+
+    // An index whose schema row is removed leaves its page unused: the file opens and
+    // answers queries, and `PRAGMA integrity_check` reports "Page N is never used".
+    {
+        let conn = rusqlite::Connection::open(&env.database).unwrap();
+        conn.execute_batch(
+            "CREATE INDEX corrupt_probe ON users(status);
+             PRAGMA writable_schema = ON;
+             DELETE FROM sqlite_master WHERE name = 'corrupt_probe';
+             PRAGMA writable_schema = OFF;",
+        )
+        .unwrap();
+    }
+    // A new connection (this one's schema cache still knows the index).
+    let conn = rusqlite::Connection::open(&env.database).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(check, "ok");
+    drop(conn);
+
+    let gw = env.start_gateway();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = env
+            .http
+            .get(format!("{}/readyz", gw.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never answered 503: {}",
+            gw.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        gw.logs().contains("database integrity check failed"),
+        "{}",
+        gw.logs()
+    );
+    // Liveness is not readiness: the process still answers.
+    let health = env
+        .http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

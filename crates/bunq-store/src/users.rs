@@ -348,6 +348,19 @@ impl Store {
         .await
     }
 
+    /// Whether any user row exists (connecting or connected): [`count_users`](Self::count_users)
+    /// `> 0` without counting, so its cost does not grow with the users.
+    pub async fn has_users(&self) -> Result<bool, StoreError> {
+        crate::on_postgres!(self, pg => async { Ok(pg.count_users().await? > 0) });
+        self.read(|conn, _| {
+            let any: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users)")?
+                .query_row([], |r| r.get(0))?;
+            Ok(any)
+        })
+        .await
+    }
+
     /// How many users are connected.
     pub async fn count_connected_users(&self) -> Result<u64, StoreError> {
         crate::on_postgres!(self, pg => pg.count_connected_users());

@@ -13,6 +13,7 @@ async fn new_user_is_connecting_until_marked_connected(db: TestDb) {
     let store = db.open(&MasterKey::generate().unwrap()).await;
     assert!(store.user("alice").await.unwrap().is_none());
     assert!(store.access_token("alice").await.unwrap().is_none());
+    assert!(!store.has_users().await.unwrap());
 
     store
         .put_access_token("alice", &SecretString::from("tok-alice-1"))
@@ -20,6 +21,8 @@ async fn new_user_is_connecting_until_marked_connected(db: TestDb) {
         .unwrap();
     let user = store.user("alice").await.unwrap().unwrap();
     assert_eq!(user.status, UserStatus::Connecting);
+    // A user still connecting counts: a session may have been opened for it.
+    assert!(store.has_users().await.unwrap());
     assert_eq!(user.bunq_user_id, None);
     assert_eq!(user.connected_at, None);
     assert_eq!(
@@ -139,6 +142,9 @@ async fn delete_user_removes_token_context_and_session_but_keeps_audit(db: TestD
     // Deleting again finds nothing and logs nothing.
     assert!(!store.delete_user("alice").await.unwrap());
     assert_eq!(store.audit_log(Some("alice")).await.unwrap().len(), 3);
+    assert!(store.has_users().await.unwrap());
+    assert!(store.delete_user("bob").await.unwrap());
+    assert!(!store.has_users().await.unwrap());
 }
 
 async fn audit_log_is_append_only_even_for_raw_sql(db: TestDb) {

@@ -1,4 +1,4 @@
-//! Item 9: fleet mode on PostgreSQL (docs/DEPLOYMENT.md).
+//! Item 11: fleet mode on PostgreSQL (docs/DEPLOYMENT.md).
 //!
 //! - The hot path must not touch the database: proxied GETs through a gateway on
 //!   PostgreSQL against the same gateway on SQLite, in rounds that take turns (ratios
@@ -210,7 +210,7 @@ pub async fn postgres_vs_sqlite(
     };
     let (rps, cpu) = (median(rps_ratios.clone()), median(cpu_ratios.clone()));
     report.row(
-        "9",
+        "11",
         "proxied GET, PostgreSQL store / SQLite store, requests per second",
         format!(
             "{rps:.2}x (median of {rounds} rounds: {})",
@@ -220,7 +220,7 @@ pub async fn postgres_vs_sqlite(
         Verdict::of(rps >= 0.9),
     );
     report.row(
-        "9",
+        "11",
         "proxied GET, PostgreSQL store / SQLite store, CPU per request",
         format!(
             "{cpu:.2}x (median of {rounds} rounds: {})",
@@ -429,7 +429,7 @@ pub async fn connect_rate(
             connect_rate_with(bin, dir, egresses, bunq_minutes).await?;
         let per_address = per_minute / f64::from(egresses);
         report.row(
-            "9",
+            "11",
             format!("users connected per bunq minute with {egresses} egress address(es), consents at {ARRIVAL_OVER_LIMIT}x the limit (windows 1/{SCALE})"),
             format!("{per_minute:.2}/min ({per_address:.2} per address); {limited} 429s; {lost} of {arrivals} lost"),
             ">= 1.8/min per address, 0 429s, 0 lost",

@@ -26,6 +26,8 @@ pub struct SigningRates {
     pub verify_ratio: f64,
     /// CPU time of one of our signatures, in microseconds (for item 2's reasoning).
     pub ours_sign_us: f64,
+    /// CPU time of one of our verifications, in microseconds (for item 9).
+    pub ours_verify_us: f64,
     /// OpenSSL's sign/s with its AVX-512 IFMA code path switched off, on CPUs that have
     /// it: the like-for-like figure for ring, which has no such path (one run).
     pub openssl_sign_without_ifma: Option<f64>,
@@ -109,14 +111,16 @@ pub fn measure(seconds: u64, rounds: u32) -> Result<SigningRates, String> {
     };
     let of = |f: fn(&SigningRound) -> f64| median(measured.iter().map(f));
     let ours_sign = of(|r| r.ours_sign);
+    let ours_verify = of(|r| r.ours_verify);
     Ok(SigningRates {
         openssl_sign: of(|r| r.openssl_sign),
         openssl_verify: of(|r| r.openssl_verify),
         ours_sign,
-        ours_verify: of(|r| r.ours_verify),
+        ours_verify,
         sign_ratio: of(SigningRound::sign_ratio),
         verify_ratio: of(SigningRound::verify_ratio),
         ours_sign_us: 1e6 / ours_sign,
+        ours_verify_us: 1e6 / ours_verify,
         openssl_sign_without_ifma,
         rounds: measured,
     })
