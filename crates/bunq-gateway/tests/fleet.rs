@@ -352,9 +352,14 @@ async fn three_replicas_two_egress_addresses_one_database() {
         "the other replicas did not carry on: {statuses:?}"
     );
 
-    // b's membership died with it: its key settles at a's next heartbeat, and a retry
-    // resends with the same request id, which bunq refuses as already used.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // b's membership died with it: its key settles at a's next heartbeat (within a
+    // second at most, `stale_after_ms` whatever happens), and a retry resends with the
+    // same request id, which bunq refuses as already used.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while retry().await.1 == "request_in_progress" {
+        assert!(Instant::now() < deadline, "b's key stayed in flight");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut answers = Vec::new();
     for _ in 0..3 {
         answers.push(retry().await);
