@@ -78,13 +78,14 @@ pub async fn measure(
     }
     // How many were connected when the span ended: the rate.
     tokio::time::sleep(span.saturating_sub(started.elapsed())).await;
-    let in_span = connected(&http, &bearer, &url, &user_refs).await?;
+    let users = || user_refs.iter().map(|u| (u.as_str(), url.as_str()));
+    let in_span = connected(&http, &bearer, users()).await?;
     // Then every consent must end connected: none lost.
     let deadline = Instant::now() + window * (arrivals + 4);
     let mut all = in_span;
     while all < user_refs.len() && Instant::now() < deadline {
         tokio::time::sleep(window / 2).await;
-        all = connected(&http, &bearer, &url, &user_refs).await?;
+        all = connected(&http, &bearer, users()).await?;
     }
     let lost = user_refs.len() - all;
     let limited = fake.rate_limited_calls() - limited_before;
@@ -144,15 +145,15 @@ fn scale_config(table: &mut toml::Table, window: Duration, rate_window: Duration
     section("oauth", vec![("callback_wait_ms", 0.into())]);
 }
 
-/// How many of `user_refs` read `connected`.
-async fn connected(
+/// How many of `users` (each a user_ref and the gateway asked about it) read
+/// `connected`.
+pub(super) async fn connected<'a>(
     http: &reqwest::Client,
     bearer: &str,
-    gateway: &str,
-    user_refs: &[String],
+    users: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<usize, String> {
     let mut n = 0;
-    for user_ref in user_refs {
+    for (user_ref, gateway) in users {
         let user: Value = call(
             http,
             bearer,

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bunq_testkit::{FakeBunq, FakeConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::connect_rate::connected;
 use super::gateway::{self, GatewayProcess, call};
 use super::load::{CpuMeter, wrk};
 use super::report::{Report, Verdict};
@@ -319,12 +320,13 @@ async fn connect_rate_with(
         tokio::time::sleep(next.saturating_sub(started.elapsed())).await;
     }
     tokio::time::sleep(span.saturating_sub(started.elapsed())).await;
-    let in_span = connected(&http, &own.bearer, &users).await?;
+    let pairs = || users.iter().map(|(u, g)| (u.as_str(), g.as_str()));
+    let in_span = connected(&http, &own.bearer, pairs()).await?;
     let deadline = Instant::now() + window * (arrivals + 4);
     let mut all = in_span;
     while all < users.len() && Instant::now() < deadline {
         tokio::time::sleep(window / 2).await;
-        all = connected(&http, &own.bearer, &users).await?;
+        all = connected(&http, &own.bearer, pairs()).await?;
     }
     let limited = fake.rate_limited_calls() - limited_before;
     let sessions = fake.calls("POST /session-server") - sessions_before;
@@ -391,29 +393,6 @@ async fn consent_via(
             .to_owned();
     }
     Err("too many redirects on the way to the callback".into())
-}
-
-async fn connected(
-    http: &reqwest::Client,
-    bearer: &str,
-    users: &[(String, String)],
-) -> Result<usize, String> {
-    let mut n = 0;
-    for (user_ref, url) in users {
-        let user: Value = call(
-            http,
-            bearer,
-            reqwest::Method::GET,
-            &format!("{url}/v1/users/{user_ref}"),
-            None,
-            200,
-        )
-        .await?;
-        if user["status"] == "connected" {
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 /// Connects per bunq minute with 1, 2 and 4 egress addresses.
