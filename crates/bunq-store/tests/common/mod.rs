@@ -296,6 +296,8 @@ impl TestDb {
     /// Everything the database holds, as an attacker with a copy would read it: the
     /// SQLite file and its WAL, or every column of every row of the test's schema (bytes
     /// as stored, anything else as text).
+    /// Every value of the database, column by column, each column in a fixed order (so
+    /// that two dumps of unchanged data are equal, whatever order PostgreSQL scans in).
     pub async fn dump(&self) -> Vec<u8> {
         match &self.pg {
             Some(pg) => {
@@ -303,7 +305,8 @@ impl TestDb {
                 let columns = client
                     .query(
                         "SELECT table_name::TEXT, column_name::TEXT, data_type::TEXT
-                         FROM information_schema.columns WHERE table_schema = $1",
+                         FROM information_schema.columns WHERE table_schema = $1
+                         ORDER BY table_name, ordinal_position",
                         &[&pg.schema],
                     )
                     .await
@@ -315,7 +318,7 @@ impl TestDb {
                         (c.get(0), c.get(1), c.get(2));
                     if kind == "bytea" {
                         for r in client
-                            .query(&format!("SELECT \"{column}\" FROM {table}"), &[])
+                            .query(&format!("SELECT \"{column}\" FROM {table} ORDER BY 1"), &[])
                             .await
                             .unwrap()
                         {
@@ -325,7 +328,10 @@ impl TestDb {
                         }
                     } else {
                         for r in client
-                            .query(&format!("SELECT \"{column}\"::TEXT FROM {table}"), &[])
+                            .query(
+                                &format!("SELECT \"{column}\"::TEXT FROM {table} ORDER BY 1"),
+                                &[],
+                            )
                             .await
                             .unwrap()
                         {
