@@ -56,8 +56,10 @@ pub(crate) async fn forward(
     let credential = match route(&state, &user_ref).await {
         Ok(credential) => credential,
         Err(Routed::Elsewhere(egress)) => {
-            return crate::fleet::forward_to_egress(&state, &egress, method, &uri, &headers, body)
-                .await;
+            return Box::pin(crate::fleet::forward_to_egress(
+                &state, &egress, method, &uri, &headers, body,
+            ))
+            .await;
         }
         Err(Routed::Refused(e)) => return Err(e),
     };
@@ -70,14 +72,14 @@ pub(crate) async fn forward(
         .with_deadline(started + state.request_timeout);
     let result = if let Some(key) = key {
         let caller = crate::auth::caller_id(headers.get(http::header::AUTHORIZATION));
-        match idempotent::send(
+        match Box::pin(idempotent::send(
             &state,
             &caller,
             &user_ref,
             &key,
             credential.clone(),
             request,
-        )
+        ))
         .await?
         {
             idempotent::Sent::Bunq(result) => result,
@@ -92,7 +94,10 @@ pub(crate) async fn forward(
             .await
             .map_err(|_| ApiError::internal("the bunq call failed inside the gateway"))?
     } else {
-        state.sessions.request(&credential, request).await
+        // Boxed, like the rarer paths above: this future holds the whole upstream
+        // exchange (~9 KB), and carried by value it made the handler's future that big,
+        // which axum's router then copies into its own box on every request.
+        Box::pin(state.sessions.request(&credential, request)).await
     };
     answer(
         &state,

@@ -108,7 +108,7 @@ impl BunqClient {
         certificate: &Psd2Certificate,
     ) -> Result<crate::Psd2Credential, Error> {
         let signature = certificate.public_key_signature(
-            installation.private_key.public_key_pem(),
+            &installation.private_key.public_key_pem(),
             installation.token.expose_secret(),
         );
         let body = serde_json::json!({

@@ -22,6 +22,19 @@ fn signing(c: &mut Criterion) {
     group.bench_function("sign_empty_body_cached", |b| {
         b.iter(|| key.sign_body(std::hint::black_box(b"")))
     });
+    // A signature by a key the bounded cache of parsed keys has let go: parse + sign.
+    // Two keys alternate in a cache of one, so every signature misses.
+    let other = PrivateKey::generate().expect("key generation");
+    bunq_signing::set_parsed_key_capacity(1);
+    let mut turn = false;
+    group.bench_function("sign_after_eviction", |b| {
+        b.iter(|| {
+            turn = !turn;
+            let key = if turn { &key } else { &other };
+            key.sign_body(std::hint::black_box(body))
+        })
+    });
+    bunq_signing::set_parsed_key_capacity(bunq_signing::DEFAULT_PARSED_KEY_CAPACITY);
     group.finish();
 }
 

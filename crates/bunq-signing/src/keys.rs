@@ -69,26 +69,39 @@ impl fmt::Debug for Signature {
 }
 
 struct Inner {
-    pair: RsaKeyPair,
+    /// The key's name in the cache of parsed keys (`parsed_keys`): AWS-LC's parse is
+    /// kept there, bounded, not here, so that 10,000 sessions do not hold 10,000.
+    cache_id: u64,
+    /// What a parse is made from again after the cache let it go.
     pkcs8_der: SecretBox<[u8]>,
-    public_key_pem: String,
-    /// Parsed once here, so verifying our own signatures never re-parses the key.
-    public: crate::PublicKey,
+    modulus_len: usize,
+    /// Our public key parsed, made on first use (tests verifying our own signatures;
+    /// a gateway never needs it).
+    public: OnceLock<crate::PublicKey>,
     /// PKCS#1 v1.5 is deterministic: every empty-body request (every GET) carries the
-    /// same signature, so it costs one RSA operation per key, not one per request.
+    /// same signature, so it costs one RSA operation per key, not one per request, and
+    /// a GET never needs the parsed key.
     empty_body_signature: OnceLock<Signature>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        crate::parsed_keys::forget_private(self.cache_id);
+    }
 }
 
 /// An RSA-2048 private key for signing bunq requests (the installation key).
 ///
-/// Cheap to clone (the key is shared). Its `Debug` output never shows the key.
+/// Cheap to clone (the key is shared). Its `Debug` output never shows the key. It keeps
+/// its PKCS#8 DER; AWS-LC's parsed form, ~10 KB once it has signed, is kept for the
+/// most recently used keys only (see [`set_parsed_key_capacity`](crate::set_parsed_key_capacity)).
 #[derive(Clone)]
 pub struct PrivateKey(Arc<Inner>);
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivateKey")
-            .field("bits", &(self.0.pair.public_modulus_len() * 8))
+            .field("bits", &(self.0.modulus_len * 8))
             .field("pkcs8", &"[redacted]")
             .finish()
     }
@@ -125,19 +138,37 @@ impl PrivateKey {
     }
 
     fn from_pair(pair: RsaKeyPair, pkcs8_der: &[u8]) -> Result<Self, KeyError> {
-        let spki: PublicKeyX509Der<'static> = pair
-            .public_key()
+        // Checked once here, so that `public_key_pem` and `public_key` cannot fail later.
+        pair.public_key()
             .as_der()
             .map_err(|e| KeyError::Rejected(e.to_string()))?;
-        let public_key_pem = pem_encode("PUBLIC KEY", spki.as_ref());
-        let public = crate::PublicKey::from_pkcs1_der(pair.public_key().as_ref().to_vec())?;
-        Ok(Self(Arc::new(Inner {
-            pair,
+        crate::PublicKey::from_pkcs1_der(pair.public_key().as_ref().to_vec())?;
+        let key = Self(Arc::new(Inner {
+            cache_id: crate::parsed_keys::new_private_id(),
             pkcs8_der: SecretBox::new(pkcs8_der.into()),
-            public_key_pem,
-            public,
+            modulus_len: pair.public_modulus_len(),
+            public: OnceLock::new(),
             empty_body_signature: OnceLock::new(),
-        })))
+        }));
+        // A key just read is about to sign (an installation, a session's first call).
+        crate::parsed_keys::keep_private(key.0.cache_id, Arc::new(pair));
+        Ok(key)
+    }
+
+    /// AWS-LC's parse of the key: cached, or made again from the DER.
+    fn pair(&self) -> Arc<RsaKeyPair> {
+        if let Some(pair) = crate::parsed_keys::cached_private(self.0.cache_id) {
+            return pair;
+        }
+        // The same bytes were accepted by the same parser when this key was made, so a
+        // refusal now would be memory corruption, not a bad key.
+        #[allow(clippy::expect_used)]
+        let pair = Arc::new(
+            RsaKeyPair::from_pkcs8(self.0.pkcs8_der.expose_secret())
+                .expect("a PKCS#8 key accepted once parses again"),
+        );
+        crate::parsed_keys::keep_private(self.0.cache_id, pair.clone());
+        pair
     }
 
     /// Reads a private key PEM: PKCS#8 (`BEGIN PRIVATE KEY`, what we write and what
@@ -166,14 +197,31 @@ impl PrivateKey {
     }
 
     /// The public key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), the
-    /// form `POST /installation` takes as `client_public_key`.
-    pub fn public_key_pem(&self) -> &str {
-        &self.0.public_key_pem
+    /// form `POST /installation` takes as `client_public_key`. Written on each call
+    /// (it is needed once per installation), not kept: 10,000 keys in memory would
+    /// hold 4.5 MB of it.
+    pub fn public_key_pem(&self) -> String {
+        // `from_pair` encoded this key's public half once already.
+        #[allow(clippy::expect_used)]
+        let spki: PublicKeyX509Der<'static> = self
+            .pair()
+            .public_key()
+            .as_der()
+            .expect("a public key that encoded once encodes again");
+        pem_encode("PUBLIC KEY", spki.as_ref())
     }
 
     /// The matching public key, e.g. to verify our own signatures in tests.
     pub fn public_key(&self) -> crate::PublicKey {
-        self.0.public.clone()
+        self.0
+            .public
+            .get_or_init(|| {
+                // `from_pair` accepted this key's public half once already.
+                #[allow(clippy::expect_used)]
+                crate::PublicKey::from_pkcs1_der(self.pair().public_key().as_ref().to_vec())
+                    .expect("a public key accepted once is accepted again")
+            })
+            .clone()
     }
 
     /// Signs a request body: RSA PKCS#1 v1.5 with SHA-256, base64-encoded for
@@ -190,13 +238,12 @@ impl PrivateKey {
     }
 
     fn sign_uncached(&self, body: &[u8]) -> Signature {
-        let mut sig = vec![0; self.0.pair.public_modulus_len()];
+        let mut sig = vec![0; self.0.modulus_len];
         // AWS-LC fails here only on a wrong-sized output buffer, which we size from the
         // key itself, or an internal failure (its own RNG for blinding), fatal anyway.
         // The `SystemRandom` is for ring's API shape; AWS-LC ignores it.
         #[allow(clippy::expect_used)]
-        self.0
-            .pair
+        self.pair()
             .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), body, &mut sig)
             .expect("RSA signing with a correctly sized buffer");
         Signature(BASE64.encode(sig))
@@ -290,7 +337,7 @@ mod tests {
     #[test]
     fn generated_key_is_2048_bits_and_round_trips_through_pem() {
         let key = PrivateKey::generate().unwrap();
-        assert_eq!(key.0.pair.public_modulus_len(), 256);
+        assert_eq!(key.0.modulus_len, 256);
         let again = PrivateKey::from_pem(key.to_pkcs8_pem().expose_secret()).unwrap();
         assert_eq!(key.public_key_pem(), again.public_key_pem());
         assert_eq!(key.sign_body(b"x"), again.sign_body(b"x"));

@@ -35,6 +35,7 @@
 mod certificate;
 mod key_file;
 mod keys;
+mod parsed_keys;
 mod verify;
 
 pub use certificate::{
@@ -42,6 +43,10 @@ pub use certificate::{
 };
 pub use key_file::{KeyFileError, read_private_file, write_private_file};
 pub use keys::{KeyError, PrivateKey, Signature};
+pub use parsed_keys::{
+    DEFAULT_PARSED_KEY_CAPACITY, interned_public_key_count, parsed_key_count,
+    set_parsed_key_capacity,
+};
 pub use verify::{PublicKey, ServerPublicKey, VerificationError};
 
 /// The header that carries a request's signature.

@@ -2,6 +2,7 @@
 //! server side).
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::encoding::{AsDer as _, PublicKeyX509Der};
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaParameters};
@@ -30,13 +31,34 @@ pub enum VerificationError {
 /// An RSA public key that verifies bunq signatures: the `server_public_key` bunq
 /// returns at installation, or (for a server such as the fake) a client's
 /// `client_public_key`.
+///
+/// Cheap to clone, and every `PublicKey` of the same key shares one parse, however it
+/// was read (see the crate's memory notes): 10,000 stored contexts holding bunq's one
+/// server key hold it once.
 #[derive(Clone)]
-pub struct PublicKey {
-    /// PKCS#1 `RSAPublicKey` DER, kept for [`PublicKey::to_pem`].
+pub struct PublicKey(Arc<Parsed>);
+
+/// One parse of one public key, shared by every [`PublicKey`] of it.
+pub(crate) struct Parsed {
+    /// PKCS#1 `RSAPublicKey` DER, kept for [`PublicKey::to_pem`] and as the key's name.
     pkcs1_der: Vec<u8>,
+    /// SHA-256 of `pkcs1_der`, for [`PublicKey::sha256`].
+    sha256: [u8; 32],
     /// The key parsed once into AWS-LC's form: re-parsing it per verification (as
     /// `UnparsedPublicKey` does) cost about a fifth of the verify rate here.
     parsed: ParsedPublicKey,
+}
+
+impl Parsed {
+    pub(crate) fn pkcs1_der(&self) -> &[u8] {
+        &self.pkcs1_der
+    }
+}
+
+impl Drop for Parsed {
+    fn drop(&mut self) {
+        crate::parsed_keys::forget_public(&self.pkcs1_der);
+    }
 }
 
 /// bunq's server key, as returned by `POST /installation`.
@@ -45,7 +67,7 @@ pub type ServerPublicKey = PublicKey;
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublicKey")
-            .field("pkcs1_der_len", &self.pkcs1_der.len())
+            .field("pkcs1_der_len", &self.0.pkcs1_der.len())
             .finish()
     }
 }
@@ -85,20 +107,39 @@ impl PublicKey {
     /// Refuses what AWS-LC will not verify with (a modulus over 8192 bits, say), so
     /// such a key fails here with a reason rather than at every verification.
     pub(crate) fn from_pkcs1_der(pkcs1_der: Vec<u8>) -> Result<Self, KeyError> {
-        let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &pkcs1_der)
-            .map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Ok(Self { pkcs1_der, parsed })
+        crate::parsed_keys::intern_public(pkcs1_der, |pkcs1_der| {
+            let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &pkcs1_der)
+                .map_err(|e| KeyError::Rejected(e.to_string()))?;
+            let mut sha256 = [0; 32];
+            sha256.copy_from_slice(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &pkcs1_der).as_ref(),
+            );
+            Ok(Parsed {
+                pkcs1_der,
+                sha256,
+                parsed,
+            })
+        })
+        .map(Self)
     }
 
     /// The key as PKCS#1 `RSAPublicKey` DER: its identity in bytes, free to read (no
     /// conversion), e.g. to key a cache by server key.
     pub fn pkcs1_der(&self) -> &[u8] {
-        &self.pkcs1_der
+        &self.0.pkcs1_der
+    }
+
+    /// SHA-256 of [`pkcs1_der`](Self::pkcs1_der), computed once per key: the key's
+    /// identity in 32 bytes, e.g. to key a cache by server key without hashing the
+    /// whole key on every use.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.0.sha256
     }
 
     /// The key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn to_pem(&self) -> Result<String, KeyError> {
         let spki: PublicKeyX509Der<'static> = self
+            .0
             .parsed
             .as_der()
             .map_err(|e| KeyError::Rejected(e.to_string()))?;
@@ -108,7 +149,7 @@ impl PublicKey {
     /// The key as PKCS#1 PEM (`-----BEGIN RSA PUBLIC KEY-----`), for tools that want
     /// that form.
     pub fn to_pkcs1_pem(&self) -> String {
-        crate::keys::pem_encode("RSA PUBLIC KEY", &self.pkcs1_der)
+        crate::keys::pem_encode("RSA PUBLIC KEY", &self.0.pkcs1_der)
     }
 
     /// Verifies a base64 signature over `body` (how requests are signed, and how bunq
@@ -141,7 +182,8 @@ impl PublicKey {
     }
 
     fn verify_raw(&self, message: &[u8], signature: &[u8]) -> Result<(), VerificationError> {
-        self.parsed
+        self.0
+            .parsed
             .verify_sig(message, signature)
             .map_err(|_| VerificationError::Mismatch)
     }

@@ -21,9 +21,9 @@ fn self_signed_certificate_is_its_own_chain_and_signs_the_installation_key() {
     assert_eq!(psd2.certificate().sha256_fingerprint().len(), 64);
 
     let installation = PrivateKey::generate().unwrap();
-    let signature = psd2.public_key_signature(installation.public_key_pem(), "token-1");
+    let signature = psd2.public_key_signature(&installation.public_key_pem(), "token-1");
     let public = provider.certificate().public_key().unwrap();
-    let message = public_key_signature_message(installation.public_key_pem(), "token-1");
+    let message = public_key_signature_message(&installation.public_key_pem(), "token-1");
     assert_eq!(
         message,
         format!("{}\ntoken-1", installation.public_key_pem())
@@ -32,7 +32,7 @@ fn self_signed_certificate_is_its_own_chain_and_signs_the_installation_key() {
         .verify_body(message.as_bytes(), signature.as_str())
         .unwrap();
     // Over another token it is another signature.
-    let other = public_key_signature_message(installation.public_key_pem(), "token-2");
+    let other = public_key_signature_message(&installation.public_key_pem(), "token-2");
     assert!(
         public
             .verify_body(other.as_bytes(), signature.as_str())

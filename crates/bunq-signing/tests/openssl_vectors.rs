@@ -165,7 +165,7 @@ fn malformed_and_mislabelled_pem_are_typed_errors() {
 #[test]
 fn generated_key_signs_and_verifies() {
     let key = PrivateKey::generate().unwrap();
-    let public = PublicKey::from_pem(key.public_key_pem()).unwrap();
+    let public = PublicKey::from_pem(&key.public_key_pem()).unwrap();
     let sig = key.sign_body(b"{\"a\":1}");
     public.verify_body(b"{\"a\":1}", sig.as_str()).unwrap();
     assert_eq!(

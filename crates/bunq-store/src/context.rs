@@ -122,24 +122,17 @@ pub(crate) fn open_context(
     )?;
     let der = keyring.open(&row.private_key, CONTEXTS, PRIVATE_KEY, credential)?;
     let keys = match vault.cached_keys(credential) {
-        // Comparing the decrypted bytes (not a cache key) means a re-installation under
-        // the same credential can never be served a stale key.
-        Some(cached)
-            if cached.private_key.pkcs8_der().expose_secret() == der.as_slice()
-                && cached.server_public_key_pem == row.server_public_key =>
-        {
-            cached
-        }
+        Some(cached) if cached.matches(&der, &row.server_public_key) => cached,
         _ => {
-            let parsed = Arc::new(ParsedKeys {
-                private_key: PrivateKey::from_pkcs8_der(&der).map_err(|e| {
+            let parsed = Arc::new(ParsedKeys::new(
+                PrivateKey::from_pkcs8_der(&der).map_err(|e| {
                     StoreError::Corrupt(format!("installation key of {credential:?}: {e}"))
                 })?,
-                server_public_key: ServerPublicKey::from_pem(&row.server_public_key).map_err(
-                    |e| StoreError::Corrupt(format!("server public key of {credential:?}: {e}")),
-                )?,
-                server_public_key_pem: row.server_public_key,
-            });
+                ServerPublicKey::from_pem(&row.server_public_key).map_err(|e| {
+                    StoreError::Corrupt(format!("server public key of {credential:?}: {e}"))
+                })?,
+                &row.server_public_key,
+            ));
             vault.cache_keys(credential, Arc::clone(&parsed));
             parsed
         }
@@ -361,11 +354,11 @@ impl Store {
             // The caller holds the parsed keys already: the next load need not parse.
             shared.cache_keys(
                 &credential,
-                Arc::new(ParsedKeys {
-                    private_key: context.installation.private_key.clone(),
-                    server_public_key: context.installation.server_public_key.clone(),
-                    server_public_key_pem,
-                }),
+                Arc::new(ParsedKeys::new(
+                    context.installation.private_key.clone(),
+                    context.installation.server_public_key.clone(),
+                    &server_public_key_pem,
+                )),
             );
             Ok(())
         })

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bunq_signing::{PrivateKey, ServerPublicKey};
 use ring::hmac;
+use secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
 use crate::StoreError;
@@ -76,14 +77,44 @@ impl Keyring {
     }
 }
 
-/// Parsed installation keys by credential. Parsing an RSA key (ring validates it) and
+/// Parsed installation keys by credential. Parsing an RSA key (AWS-LC validates it) and
 /// a PEM costs far more than the rest of a context lookup, and both change only with a
 /// new installation, so the parsed forms are kept and reused while the decrypted bytes
 /// still match.
 pub(crate) struct ParsedKeys {
     pub(crate) private_key: PrivateKey,
-    pub(crate) server_public_key_pem: String,
     pub(crate) server_public_key: ServerPublicKey,
+    /// SHA-256 of the stored server key PEM, to recognise the row's text without
+    /// keeping 450 bytes of it per credential.
+    server_public_key_pem_sha256: [u8; 32],
+}
+
+impl ParsedKeys {
+    pub(crate) fn new(
+        private_key: PrivateKey,
+        server_public_key: ServerPublicKey,
+        server_public_key_pem: &str,
+    ) -> Self {
+        Self {
+            private_key,
+            server_public_key,
+            server_public_key_pem_sha256: sha256(server_public_key_pem),
+        }
+    }
+
+    /// Whether these are the parses of a row holding `pkcs8_der` and
+    /// `server_public_key_pem`. Comparing the decrypted bytes (not a cache key) means
+    /// a re-installation under the same credential can never be served a stale key.
+    pub(crate) fn matches(&self, pkcs8_der: &[u8], server_public_key_pem: &str) -> bool {
+        self.private_key.pkcs8_der().expose_secret() == pkcs8_der
+            && self.server_public_key_pem_sha256 == sha256(server_public_key_pem)
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+    out
 }
 
 /// Bounds memory for stores with very many credentials; past it the cache starts over.

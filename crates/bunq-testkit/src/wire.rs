@@ -39,7 +39,7 @@ impl Signer {
     }
 
     /// The PEM returned as `server_public_key` at installation.
-    pub fn public_key_pem(&self) -> &str {
+    pub fn public_key_pem(&self) -> String {
         self.key.public_key_pem()
     }
 

@@ -21,7 +21,7 @@ fn body(
     signer: &TestCertificate,
 ) -> Value {
     let token = client.token.as_deref().unwrap();
-    let message = public_key_signature_message(client.key.public_key_pem(), token);
+    let message = public_key_signature_message(&client.key.public_key_pem(), token);
     json!({
         "client_payment_service_provider_certificate": certificate.certificate_pem(),
         "client_payment_service_provider_certificate_chain":

@@ -207,18 +207,23 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// utime + stime of a process, in seconds, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    user_and_system_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// CPU seconds `pid` has used so far in user space and in the kernel, apart.
+pub fn user_and_system_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     cpu_seconds_of(&stat, clock_ticks())
 }
 
-/// Fields 14 and 15 (utime, stime) of a `stat` line; the name in parentheses may hold
-/// spaces, so count from the last `)`.
-fn cpu_seconds_of(stat: &str, ticks_per_s: f64) -> Option<f64> {
+/// Fields 14 and 15 (utime, stime) of a `stat` line, in seconds; the name in
+/// parentheses may hold spaces, so count from the last `)`.
+fn cpu_seconds_of(stat: &str, ticks_per_s: f64) -> Option<(f64, f64)> {
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks_per_s)
+    Some((utime / ticks_per_s, stime / ticks_per_s))
 }
 
 /// USER_HZ, the unit of `/proc/PID/stat` times (100 on every Linux we know).
@@ -326,7 +331,7 @@ Transfer/sec:     12.00MB
     #[test]
     fn stat_line_with_spaces_in_the_name() {
         let stat = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 100 1000 10";
-        assert_eq!(cpu_seconds_of(stat, 100.0), Some(3.0));
+        assert_eq!(cpu_seconds_of(stat, 100.0), Some((2.5, 0.5)));
     }
 
     #[test]

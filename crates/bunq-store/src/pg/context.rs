@@ -222,11 +222,11 @@ impl PgStore {
         // The caller holds the parsed keys already: the next load need not parse.
         self.cache_keys(
             credential,
-            Arc::new(ParsedKeys {
-                private_key: context.installation.private_key.clone(),
-                server_public_key: context.installation.server_public_key.clone(),
-                server_public_key_pem,
-            }),
+            Arc::new(ParsedKeys::new(
+                context.installation.private_key.clone(),
+                context.installation.server_public_key.clone(),
+                &server_public_key_pem,
+            )),
         );
         Ok(())
     }
