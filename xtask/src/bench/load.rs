@@ -205,13 +205,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// utime + stime of a process, in seconds, from `/proc/PID/stat`.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    user_and_system_seconds(pid).map(|(user, system)| user + system)
-}
-
 /// CPU seconds `pid` has used so far in user space and in the kernel, apart.
-pub fn user_and_system_seconds(pid: u32) -> Option<(f64, f64)> {
+fn user_and_system_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     cpu_seconds_of(&stat, clock_ticks())
 }
@@ -260,14 +255,14 @@ pub fn children(pid: u32) -> Vec<u32> {
 /// CPU seconds of a set of processes over a piece of work.
 pub struct CpuMeter {
     pids: Vec<u32>,
-    before: f64,
+    before: (f64, f64),
     started: Instant,
 }
 
 impl CpuMeter {
     /// Starts counting.
     pub fn start(pids: Vec<u32>) -> Self {
-        let before = pids.iter().filter_map(|&p| cpu_seconds(p)).sum();
+        let before = user_and_system(&pids);
         Self {
             pids,
             before,
@@ -277,9 +272,26 @@ impl CpuMeter {
 
     /// CPU seconds used since `start`, and the wall time.
     pub fn stop(&self) -> (f64, Duration) {
-        let after: f64 = self.pids.iter().filter_map(|&p| cpu_seconds(p)).sum();
-        (after - self.before, self.started.elapsed())
+        let (user, system, wall) = self.stop_split();
+        (user + system, wall)
     }
+
+    /// CPU seconds used since `start` in user space and in the kernel, apart, and the
+    /// wall time.
+    pub fn stop_split(&self) -> (f64, f64, Duration) {
+        let (user, system) = user_and_system(&self.pids);
+        (
+            user - self.before.0,
+            system - self.before.1,
+            self.started.elapsed(),
+        )
+    }
+}
+
+fn user_and_system(pids: &[u32]) -> (f64, f64) {
+    pids.iter()
+        .filter_map(|&p| user_and_system_seconds(p))
+        .fold((0.0, 0.0), |(u, s), (pu, ps)| (u + pu, s + ps))
 }
 
 #[cfg(test)]
@@ -338,7 +350,7 @@ Transfer/sec:     12.00MB
     fn reads_this_process_from_proc() {
         let me = std::process::id();
         assert!(rss_mib(me).unwrap() > 0.0);
-        assert!(cpu_seconds(me).is_some());
+        assert!(user_and_system_seconds(me).is_some());
         assert!(parent_pid(me).is_some());
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::Connected;
 use super::gateway::GatewayProcess;
-use super::load::{CpuMeter, user_and_system_seconds};
+use super::load::CpuMeter;
 use super::report::{Report, Verdict, each, median, median_of};
 
 /// POSTs in flight at once.
@@ -79,15 +79,12 @@ pub async fn measure(
     let (mut user_us, mut system_us) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         println!("  round {round}/{rounds}: {per_round} POSTs, {CONCURRENCY} at a time ...");
-        let split_before = user_and_system_seconds(pid);
         let meter = CpuMeter::start(vec![pid]);
         posts(&http, &url, &user.bearer, per_round).await?;
-        let (cpu_s, _) = meter.stop();
-        per_post.push(1e6 * cpu_s / per_round as f64);
-        if let (Some((u0, s0)), Some((u1, s1))) = (split_before, user_and_system_seconds(pid)) {
-            user_us.push(1e6 * (u1 - u0) / per_round as f64);
-            system_us.push(1e6 * (s1 - s0) / per_round as f64);
-        }
+        let (user_s, system_s, _) = meter.stop_split();
+        per_post.push(1e6 * (user_s + system_s) / per_round as f64);
+        user_us.push(1e6 * user_s / per_round as f64);
+        system_us.push(1e6 * system_s / per_round as f64);
     }
     let us = median(per_post.iter().copied());
     // Where the time goes: the RSA is user time; the kernel's share is the two TCP
