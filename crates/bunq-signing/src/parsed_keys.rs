@@ -39,17 +39,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Sets how many parsed private keys are kept (at least one). Lowering it drops the
 /// least recently used at once.
 pub fn set_parsed_key_capacity(capacity: usize) {
-    let evicted: Vec<_> = {
-        let mut cache = lock(&PRIVATE);
-        let capacity = capacity.max(1);
-        let mut evicted = Vec::new();
-        while cache.len() > capacity {
-            evicted.extend(cache.remove_lru());
-        }
-        cache.set_capacity(capacity);
-        evicted
-    };
-    drop(evicted);
+    lock(&PRIVATE).set_capacity(capacity.max(1));
 }
 
 /// How many parsed private keys are held now.
@@ -68,26 +58,15 @@ pub(crate) fn cached_private(id: u64) -> Option<Arc<RsaKeyPair>> {
     lock(&PRIVATE).get(&id).cloned()
 }
 
-/// Keeps `pair` as key `id`'s parse, evicting the least recently used beyond capacity.
+/// Keeps `pair` as key `id`'s parse; the cache evicts the least recently used beyond
+/// its capacity.
 pub(crate) fn keep_private(id: u64, pair: Arc<RsaKeyPair>) {
-    let evicted = {
-        let mut cache = lock(&PRIVATE);
-        let evicted = if cache.len() >= cache.capacity() && !cache.contains_key(&id) {
-            cache.remove_lru()
-        } else {
-            None
-        };
-        cache.insert(id, pair);
-        evicted
-    };
-    // Freed outside the lock: AWS-LC zeroes and frees the key's numbers.
-    drop(evicted);
+    lock(&PRIVATE).insert(id, pair);
 }
 
 /// Forgets key `id`'s parse (the key itself was dropped).
 pub(crate) fn forget_private(id: u64) {
-    let removed = lock(&PRIVATE).remove(&id);
-    drop(removed);
+    lock(&PRIVATE).remove(&id);
 }
 
 /// Public keys by their PKCS#1 DER. Entries hold `Weak`s: the table never keeps a key

@@ -50,7 +50,7 @@ fn parsed_keys_stay_bounded_and_sign_the_same_after_eviction() {
     // (A fresh key: `second.public_key()` above already holds a parse of its own key.)
     let fourth = PrivateKey::generate().unwrap();
     let signature = fourth.sign_body(b"one");
-    let pem = fourth.public_key_pem().to_owned();
+    let pem = fourth.public_key_pem();
     let interned = interned_public_key_count();
     let holders: Vec<PublicKey> = (0..100)
         .map(|_| PublicKey::from_pem(&pem).unwrap())
